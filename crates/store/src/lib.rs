@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 pub mod etcd;
 pub mod sqlite;
+pub mod testing;
 
 /// A store revision. Revision 0 never names a write: it means "latest" where a revision is optional.
 pub type Revision = i64;
