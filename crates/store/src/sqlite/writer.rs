@@ -1,0 +1,373 @@
+//! The single writer: one std thread owns the only writing connection and group-commits.
+//!
+//! It takes every request queued (up to a cap), applies each guarded write in arrival order inside one
+//! transaction, commits once (one fsync for the whole batch), publishes the batch's events to the watch hub
+//! and only then answers every caller. A failure anywhere before the commit rolls the whole batch back and
+//! fails every request in it; nothing is half-written and the revision does not move.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::Shared;
+use super::schema::{META_COMPACTED, META_CURRENT, META_PURGED, Stored};
+use crate::{Error, Event, EventKind, KeyValue, Result, Revision, WriteResult};
+
+/// What a guarded write asks for.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Guard {
+    /// Only if the key does not exist.
+    Absent,
+    /// Only if the key's mod revision is this one.
+    ModRevision(Revision),
+    /// Whatever the key's revision (deletes only), if it exists.
+    Exists,
+}
+
+#[derive(Debug)]
+pub(super) struct WriteOp {
+    pub key: Bytes,
+    /// `None` deletes the key.
+    pub value: Option<Bytes>,
+    pub guard: Guard,
+}
+
+/// Everything the writer thread does; each carries the channel its answer goes to.
+pub(super) enum Request {
+    Write(WriteOp, oneshot::Sender<Result<WriteResult>>),
+    /// Raise the compacted revision (history below it becomes unreadable at once, rows go later).
+    Compact(Revision, oneshot::Sender<Result<()>>),
+    /// Remove one step of rows made unreachable by compaction; answers whether more steps remain.
+    Purge(oneshot::Sender<Result<bool>>),
+    /// Give up to this many free pages back to the file system.
+    Vacuum(u32, oneshot::Sender<Result<()>>),
+}
+
+enum Outcome {
+    Write(WriteResult),
+    Unit,
+    More(bool),
+}
+
+/// The writer thread's state: its connection and the revisions as last committed.
+pub(super) struct Writer {
+    conn: Connection,
+    stored: Stored,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    pub fn new(conn: Connection, stored: Stored, shared: Arc<Shared>) -> Self {
+        Writer { conn, stored, shared }
+    }
+
+    /// Serves requests until every sender is gone (the backend was dropped).
+    pub fn run(mut self, requests: Receiver<Request>) {
+        let max_batch = self.shared.options.max_batch.max(1);
+        let mut batch = Vec::with_capacity(max_batch);
+        while let Ok(first) = requests.recv() {
+            batch.push(first);
+            let mut bytes = 0;
+            while batch.len() < max_batch && bytes < MAX_BATCH_BYTES {
+                match requests.try_recv() {
+                    Ok(request) => {
+                        if let Request::Write(op, _) = &request {
+                            bytes += op.key.len() + op.value.as_ref().map_or(0, Bytes::len);
+                        }
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(&mut batch);
+        }
+    }
+
+    /// Applies, commits and answers one batch; `batch` is left empty.
+    pub fn run_batch(&mut self, batch: &mut Vec<Request>) {
+        let mut events = Vec::new();
+        let applied = self.apply(batch, &mut events);
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(error) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                tracing::warn!(%error, requests = batch.len(), "store batch failed and was rolled back");
+                for request in batch.drain(..) {
+                    answer_error(request, &error);
+                }
+                return;
+            }
+        };
+        let (outcomes, stored) = applied;
+        let committed_at = Instant::now();
+        let advanced = stored.current != self.stored.current;
+        self.stored = stored;
+        self.shared.current.store(stored.current, Ordering::Release);
+        self.shared.compacted.store(stored.compacted, Ordering::Release);
+        if advanced {
+            self.shared.record_history(committed_at, stored.current);
+        }
+        if !events.is_empty() {
+            self.shared.hub.publish(events);
+        }
+        // An error injected here is the "committed, but the caller never heard" case: state and watchers
+        // move on, and every caller of the batch sees a failure.
+        let after_commit = after_commit();
+        for (request, outcome) in batch.drain(..).zip(outcomes) {
+            match (&after_commit, outcome) {
+                (Err(error), _) => answer_error(request, error),
+                (Ok(()), outcome) => answer(request, outcome),
+            }
+        }
+    }
+
+    /// Runs the batch inside one transaction and commits it. On error the transaction is still open (the
+    /// caller rolls back).
+    fn apply(
+        &mut self,
+        batch: &[Request],
+        events: &mut Vec<Event>,
+    ) -> Result<(Vec<Result<Outcome>>, Stored)> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut stored = self.stored;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for request in batch {
+            let outcome = match request {
+                Request::Write(op, _) => {
+                    apply_write(&self.conn, op, &mut stored.current, events).map(Outcome::Write)?
+                }
+                Request::Compact(revision, _) => match check_compact(*revision, stored) {
+                    Ok(()) => {
+                        set_meta(&self.conn, META_COMPACTED, *revision)?;
+                        stored.compacted = *revision;
+                        outcomes.push(Ok(Outcome::Unit));
+                        continue;
+                    }
+                    Err(e) => {
+                        outcomes.push(Err(e));
+                        continue;
+                    }
+                },
+                Request::Purge(_) => Outcome::More(purge_step(
+                    &self.conn,
+                    &mut stored,
+                    self.shared.options.compaction_batch.max(1),
+                )?),
+                Request::Vacuum(pages, _) => {
+                    self.conn
+                        .execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+                    Outcome::Unit
+                }
+            };
+            outcomes.push(Ok(outcome));
+        }
+        if stored.current != self.stored.current {
+            set_meta(&self.conn, META_CURRENT, stored.current)?;
+        }
+        before_commit()?;
+        self.conn.execute_batch("COMMIT")?;
+        Ok((outcomes, stored))
+    }
+}
+
+/// A batch stops growing at this many bytes of keys and values, so one transaction stays short.
+const MAX_BATCH_BYTES: usize = 16 << 20;
+
+fn before_commit() -> Result<()> {
+    fail::fail_point!("sqlite::before_commit", |_| Err(injected(
+        "sqlite::before_commit"
+    )));
+    Ok(())
+}
+
+fn after_commit() -> Result<()> {
+    fail::fail_point!("sqlite::after_commit", |_| Err(injected("sqlite::after_commit")));
+    Ok(())
+}
+
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn injected(point: &str) -> Error {
+    Error::Io(std::io::Error::other(format!(
+        "injected failure at fail point {point}"
+    )))
+}
+
+fn answer(request: Request, outcome: Result<Outcome>) {
+    // A caller that went away (its future was dropped) no longer wants the answer.
+    match (request, outcome) {
+        (Request::Write(_, reply), Ok(Outcome::Write(result))) => drop(reply.send(Ok(result))),
+        (Request::Compact(_, reply), Ok(_)) => drop(reply.send(Ok(()))),
+        (Request::Purge(reply), Ok(Outcome::More(more))) => drop(reply.send(Ok(more))),
+        (Request::Vacuum(_, reply), Ok(_)) => drop(reply.send(Ok(()))),
+        (request, Err(error)) => answer_with(request, error),
+        (request, Ok(_)) => answer_with(request, Error::Io(std::io::Error::other("mismatched answer"))),
+    }
+}
+
+fn answer_error(request: Request, error: &Error) {
+    answer_with(request, replicate(error));
+}
+
+fn answer_with(request: Request, error: Error) {
+    match request {
+        Request::Write(_, reply) => drop(reply.send(Err(error))),
+        Request::Compact(_, reply) | Request::Vacuum(_, reply) => drop(reply.send(Err(error))),
+        Request::Purge(reply) => drop(reply.send(Err(error))),
+    }
+}
+
+/// The same failure for each caller of a failed batch (`Error` is not `Clone`: it carries sources).
+fn replicate(error: &Error) -> Error {
+    match error {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(code, message)) => {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(*code, message.clone()))
+        }
+        Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+        Error::Closed => Error::Closed,
+        other => Error::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+fn check_compact(revision: Revision, stored: Stored) -> Result<()> {
+    if revision > stored.current {
+        return Err(Error::FutureRevision {
+            requested: revision,
+            current: stored.current,
+        });
+    }
+    if revision <= stored.compacted {
+        return Err(Error::Compacted {
+            requested: revision,
+            compacted: stored.compacted,
+        });
+    }
+    Ok(())
+}
+
+fn set_meta(conn: &Connection, name: &str, value: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE meta SET value = ?2 WHERE name = ?1")?
+        .execute((name, value))?;
+    Ok(())
+}
+
+/// The key's current live row.
+fn current_row(conn: &Connection, key: &Bytes) -> Result<Option<KeyValue>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT revision, create_revision, deleted, value FROM log
+         WHERE key = ?1 ORDER BY revision DESC LIMIT 1",
+    )?;
+    let mut rows = stmt.query([&key[..]])?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    if row.get::<_, bool>(2)? {
+        return Ok(None);
+    }
+    Ok(Some(KeyValue {
+        key: key.clone(),
+        value: super::read::blob(row, 3)?,
+        create_revision: row.get(1)?,
+        mod_revision: row.get(0)?,
+    }))
+}
+
+/// Applies one guarded write on top of everything before it in the batch. A failed guard consumes no
+/// revision; a successful write takes `*current + 1` and records its event.
+fn apply_write(
+    conn: &Connection,
+    op: &WriteOp,
+    current: &mut Revision,
+    events: &mut Vec<Event>,
+) -> Result<WriteResult> {
+    let existing = current_row(conn, &op.key)?;
+    let allowed = match (op.guard, &existing) {
+        (Guard::Absent, existing) => existing.is_none(),
+        (Guard::ModRevision(expected), Some(kv)) => kv.mod_revision == expected,
+        (Guard::Exists, Some(_)) => true,
+        (_, None) => false,
+    };
+    if !allowed {
+        return Ok(WriteResult::Conflict { current: existing });
+    }
+    let revision = *current + 1;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO log (revision, key, value, create_revision, prev_revision, deleted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let prev_revision = existing.as_ref().map_or(0, |kv| kv.mod_revision);
+    let result = match &op.value {
+        Some(value) => {
+            let create_revision = existing.as_ref().map_or(revision, |kv| kv.create_revision);
+            insert.execute((
+                revision,
+                &op.key[..],
+                &value[..],
+                create_revision,
+                prev_revision,
+                false,
+            ))?;
+            let kv = KeyValue {
+                key: op.key.clone(),
+                value: value.clone(),
+                create_revision,
+                mod_revision: revision,
+            };
+            events.push(Event {
+                kind: EventKind::Put,
+                kv: kv.clone(),
+                prev: existing,
+            });
+            WriteResult::Done { revision, kv }
+        }
+        None => {
+            let deleted = existing.expect("a delete is only allowed when the key exists");
+            insert.execute((revision, &op.key[..], None::<&[u8]>, 0, prev_revision, true))?;
+            let tombstone = KeyValue {
+                key: op.key.clone(),
+                value: Bytes::new(),
+                create_revision: 0,
+                mod_revision: revision,
+            };
+            events.push(Event {
+                kind: EventKind::Delete,
+                kv: tombstone,
+                prev: Some(deleted.clone()),
+            });
+            WriteResult::Done {
+                revision,
+                kv: deleted,
+            }
+        }
+    };
+    *current = revision;
+    Ok(result)
+}
+
+/// Removes the rows no read at or above the compacted revision `C` can reach, for the next `step` revisions
+/// after the last purged one (never beyond `C - 1`). A row is unreachable once its key's next write is at or
+/// below `C - 1`; a tombstone at or below `C - 1` is unreachable itself. Rows at `C - 1` and above that are
+/// the predecessors of later writes stay: they are the `prev` values of watch events from `C` on.
+fn purge_step(conn: &Connection, stored: &mut Stored, step: i64) -> Result<bool> {
+    let last = stored.compacted - 1;
+    if stored.purged >= last {
+        return Ok(false);
+    }
+    fail::fail_point!("sqlite::compact_batch", |_| Err(injected(
+        "sqlite::compact_batch"
+    )));
+    let from = stored.purged;
+    let to = (from + step).min(last);
+    conn.prepare_cached(
+        "DELETE FROM log WHERE revision IN
+             (SELECT prev_revision FROM log WHERE revision > ?1 AND revision <= ?2 AND prev_revision > 0)",
+    )?
+    .execute((from, to))?;
+    conn.prepare_cached("DELETE FROM log WHERE revision > ?1 AND revision <= ?2 AND deleted = 1")?
+        .execute((from, to))?;
+    set_meta(conn, META_PURGED, to)?;
+    stored.purged = to;
+    Ok(to < last)
+}
