@@ -1,0 +1,6 @@
+//! Helpers shared by the store's integration tests. Each test binary uses a different part of them.
+#![allow(dead_code)]
+
+pub mod backends;
+pub mod history;
+pub mod linearizability;
