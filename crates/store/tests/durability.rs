@@ -1,0 +1,363 @@
+//! Durability: an acknowledged write survives the death of whatever acknowledged it.
+//!
+//! - Embedded store: a child process (this test binary re-executed, running the ignored
+//!   [`durability_child`] test) writes under load and prints every acknowledged write; the parent SIGKILLs
+//!   it mid-stream, reopens the database and checks every acknowledged write and that the revision never
+//!   went backwards. Three rounds on the same file.
+//! - etcd: a single member SIGKILLed and restarted under load, and a three-member cluster losing its
+//!   leader under load; every acknowledged write must be readable afterwards (a write that failed may or
+//!   may not have happened).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rkube_store::etcd::EtcdBackend;
+use rkube_store::sqlite::{SqliteBackend, SqliteOptions};
+use rkube_store::testing::{EtcdCluster, EtcdServer};
+use rkube_store::{Backend, Revision, WriteResult};
+use support::backends::wait_until;
+
+/// Carries the database path to the child; its absence makes [`durability_child`] a no-op.
+const CHILD_DB: &str = "RKUBE_DURABILITY_CHILD_DB";
+/// Makes each round's keys distinct.
+const CHILD_ROUND: &str = "RKUBE_DURABILITY_CHILD_ROUND";
+/// A child orphaned by a crashed parent stops on its own after this long.
+const CHILD_LIFETIME: Duration = Duration::from_secs(120);
+
+/// One acknowledged write as the child reports it: `ack <key> <revision> <value>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Ack {
+    key: String,
+    revision: Revision,
+    value: String,
+}
+
+impl Ack {
+    fn parse(line: &str) -> Option<Ack> {
+        let mut parts = line.strip_prefix("ack ")?.split(' ');
+        let (key, revision, value) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Ack {
+            key: key.into(),
+            revision: revision.parse().ok()?,
+            value: value.into(),
+        })
+    }
+}
+
+#[test]
+#[ignore = "the child process of sqlite_acknowledged_writes_survive_sigkill; started by it"]
+fn durability_child() {
+    let Ok(path) = std::env::var(CHILD_DB) else { return };
+    let round = std::env::var(CHILD_ROUND).unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(child_writes(PathBuf::from(path), round));
+}
+
+/// Eight writers, each cycling through its own 50 keys (create, then guarded updates), reporting each
+/// acknowledgement on stdout — flushed before the next write starts, so a reported write was acknowledged.
+async fn child_writes(path: PathBuf, round: String) {
+    let store = Arc::new(
+        SqliteBackend::open(&path, SqliteOptions::default())
+            .await
+            .expect("child: open store"),
+    );
+    let stdout = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let started = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (store, stdout, round) = (store.clone(), stdout.clone(), round.clone());
+        writers.spawn(async move {
+            let mut mod_revisions: BTreeMap<String, Revision> = BTreeMap::new();
+            for seq in 0u64.. {
+                if started.elapsed() > CHILD_LIFETIME {
+                    return;
+                }
+                let key = format!("/durable/{round}/{w}/{}", seq % 50);
+                let value = format!("{round}-{w}-{seq}");
+                let result = match mod_revisions.get(&key) {
+                    None => store.create(key.as_bytes(), Bytes::from(value.clone())).await,
+                    Some(&expected) => {
+                        store
+                            .update(key.as_bytes(), Bytes::from(value.clone()), expected)
+                            .await
+                    }
+                };
+                let revision = match result.expect("child: write") {
+                    WriteResult::Done { revision, .. } => revision,
+                    WriteResult::Conflict { current } => {
+                        panic!("child: nobody else writes {key}: {current:?}")
+                    }
+                };
+                mod_revisions.insert(key.clone(), revision);
+                let mut out = stdout.lock().unwrap();
+                // The parent is gone (broken pipe): stop.
+                if writeln!(out, "ack {key} {revision} {value}")
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    writers.join_all().await;
+}
+
+/// Starts the child on `path` and reads its acknowledgements until `kill_after` of them, SIGKILLs it, and
+/// returns every acknowledgement it printed (complete lines only) before it died.
+fn run_child_and_kill(path: &Path, round: usize, kill_after: usize) -> Vec<Ack> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "durability_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DB, path)
+        .env(CHILD_ROUND, round.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the child");
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut acks = Vec::new();
+    let mut line = String::new();
+    let mut killed = false;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).expect("read the child's output") == 0 {
+            break;
+        }
+        // A line cut off by the kill has no newline: that write was not reported.
+        if let Some(ack) = line.strip_suffix('\n').and_then(Ack::parse) {
+            acks.push(ack);
+        }
+        if !killed && acks.len() >= kill_after {
+            child.kill().expect("SIGKILL the child");
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        killed,
+        "the child exited ({status}) after only {} acknowledgements",
+        acks.len()
+    );
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the child died of SIGKILL, not on its own: {status}"
+    );
+    acks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    // The latest acknowledged write of every key, over all rounds.
+    let mut latest: BTreeMap<String, Ack> = BTreeMap::new();
+    let mut all_acks = 0;
+    let mut floor: Revision = 0;
+    for round in 0..3 {
+        let child_path = path.clone();
+        let acks = tokio::task::spawn_blocking(move || run_child_and_kill(&child_path, round, 1500))
+            .await
+            .unwrap();
+        all_acks += acks.len();
+        for ack in acks {
+            latest.insert(ack.key.clone(), ack);
+        }
+
+        let store = SqliteBackend::open(&path, SqliteOptions::default())
+            .await
+            .expect("reopen after SIGKILL");
+        let current = store.current_revision().await.unwrap();
+        let max_acked = latest.values().map(|a| a.revision).max().unwrap();
+        assert!(
+            current >= max_acked,
+            "round {round}: revision {current} is below acknowledged {max_acked}"
+        );
+        assert!(
+            current >= floor,
+            "round {round}: revision went backwards from {floor} to {current}"
+        );
+        floor = current;
+        for ack in latest.values() {
+            let kv = store.get(ack.key.as_bytes(), ack.revision).await.unwrap();
+            let kv = kv.unwrap_or_else(|| panic!("round {round}: acknowledged {ack:?} is missing"));
+            assert_eq!(
+                (kv.mod_revision, &kv.value[..]),
+                (ack.revision, ack.value.as_bytes()),
+                "{ack:?}"
+            );
+            let now = store.get(ack.key.as_bytes(), 0).await.unwrap().unwrap();
+            assert!(
+                now.mod_revision >= ack.revision,
+                "{ack:?} was rolled back to {now:?}"
+            );
+        }
+        // The store goes on from where it was.
+        let result = store
+            .create(format!("/after/{round}").as_bytes(), Bytes::from_static(b"x"))
+            .await;
+        match result.unwrap() {
+            WriteResult::Done { revision, .. } => assert_eq!(revision, current + 1),
+            WriteResult::Conflict { current } => panic!("fresh key exists: {current:?}"),
+        }
+        floor += 1;
+    }
+    assert!(all_acks >= 4500);
+}
+
+/// Writers creating fresh keys through `store`s until `stop`; returns acknowledged (key, revision, value)
+/// and counts acknowledgements in `acked`. Errors are expected while members die; those writes are
+/// unknown, and never retried under the same key.
+fn spawn_writers(
+    stores: &[Arc<EtcdBackend>],
+    per_store: usize,
+    stop: &Arc<AtomicBool>,
+    acked: &Arc<AtomicUsize>,
+) -> tokio::task::JoinSet<Vec<Ack>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (s, store) in stores.iter().enumerate() {
+        for w in 0..per_store {
+            let (store, stop, acked) = (store.clone(), stop.clone(), acked.clone());
+            tasks.spawn(async move {
+                let mut acks = Vec::new();
+                for i in 0u64.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let key = format!("/durable/s{s}/w{w}/{i}");
+                    let value = format!("v{s}-{w}-{i}");
+                    let attempt = tokio::time::timeout(
+                        Duration::from_secs(15),
+                        store.create(key.as_bytes(), Bytes::from(value.clone())),
+                    );
+                    match attempt.await {
+                        Ok(Ok(WriteResult::Done { revision, .. })) => {
+                            acks.push(Ack { key, revision, value });
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Ok(WriteResult::Conflict { current })) => {
+                            panic!("fresh key {key} exists: {current:?}")
+                        }
+                        Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                acks
+            });
+        }
+    }
+    tasks
+}
+
+async fn assert_all_readable(store: &dyn Backend, acks: &[Ack]) {
+    let mut revisions: Vec<Revision> = acks.iter().map(|a| a.revision).collect();
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(
+        revisions.len(),
+        acks.len(),
+        "two acknowledged writes share a revision"
+    );
+    for ack in acks {
+        let kv = store.get(ack.key.as_bytes(), 0).await.unwrap();
+        let kv = kv.unwrap_or_else(|| panic!("acknowledged {ack:?} is missing"));
+        assert_eq!(
+            (kv.mod_revision, &kv.value[..]),
+            (ack.revision, ack.value.as_bytes()),
+            "{ack:?}"
+        );
+    }
+}
+
+async fn acked_at_least(acked: &Arc<AtomicUsize>, n: usize, what: &str) {
+    wait_until(Duration::from_secs(60), what, || {
+        let acked = acked.clone();
+        async move { acked.load(Ordering::Relaxed) >= n }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_member_sigkilled_and_restarted_keeps_acknowledged_writes() {
+    let mut server = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .unwrap()
+        .expect("start etcd");
+    let store = Arc::new(EtcdBackend::connect(&[server.endpoint()]).await.unwrap());
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let writers = spawn_writers(&[store.clone()], 8, &stop, &acked);
+    acked_at_least(&acked, 300, "300 writes were acknowledged").await;
+    server.kill();
+    let server = tokio::task::spawn_blocking(move || server.restart().map(|()| server))
+        .await
+        .unwrap()
+        .expect("restart etcd");
+    let at_restart = acked.load(Ordering::Relaxed);
+    acked_at_least(&acked, at_restart + 100, "writes went on after the restart").await;
+    stop.store(true, Ordering::Relaxed);
+    let acks: Vec<Ack> = writers.join_all().await.into_iter().flatten().collect();
+    let reader = EtcdBackend::connect(&[server.endpoint()]).await.unwrap();
+    assert_all_readable(&reader, &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_cluster_keeps_acknowledged_writes_when_the_leader_dies() {
+    let mut cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .unwrap()
+        .expect("start cluster");
+    let endpoints = cluster.endpoints();
+    // One client per member, and one that knows all members and may fail over.
+    let mut stores = Vec::new();
+    for endpoint in &endpoints {
+        stores.push(Arc::new(
+            EtcdBackend::connect(std::slice::from_ref(endpoint))
+                .await
+                .unwrap(),
+        ));
+    }
+    stores.push(Arc::new(EtcdBackend::connect(&endpoints).await.unwrap()));
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let writers = spawn_writers(&stores, 3, &stop, &acked);
+
+    acked_at_least(&acked, 300, "300 writes were acknowledged").await;
+    let leader = cluster.leader_index().await.expect("a leader");
+    cluster.kill_member(leader).expect("kill the leader");
+    let at_kill = acked.load(Ordering::Relaxed);
+    acked_at_least(
+        &acked,
+        at_kill + 300,
+        "the cluster took writes again after losing its leader",
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let acks: Vec<Ack> = writers.join_all().await.into_iter().flatten().collect();
+
+    let survivors: Vec<String> = endpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, e)| e.clone())
+        .collect();
+    let reader = EtcdBackend::connect(&survivors).await.unwrap();
+    assert_all_readable(&reader, &acks).await;
+    let new_leader = cluster.leader_index().await.expect("a new leader");
+    assert_ne!(new_leader, leader);
+}
