@@ -1,1 +1,249 @@
-//! placeholder
+//! rkube-apiserver: the Kubernetes HTTP API over rkube-store, so that kubectl, client-go-style libraries,
+//! the Python client and kube-rs drive rkube as they would Kubernetes.
+//!
+//! Start reading at [`router`]: every request is parsed once into data ([`request`]), dispatched to the
+//! resource handlers ([`rest`], [`subresources`], [`watch`]), which consult the [`registry`] of kinds, apply
+//! [`strategy`]/[`defaults`]/validation on writes, read from the [`cache`] and write to the store. Every error
+//! becomes a Kubernetes `Status` in [`status`]. [`ApiState`] holds what the handlers share.
+
+pub mod admission;
+pub mod body;
+pub mod bootstrap;
+pub mod cache;
+pub mod defaults;
+pub mod discovery;
+pub mod output;
+pub mod registry;
+pub mod request;
+pub mod rest;
+pub mod selectors;
+pub mod status;
+pub mod strategy;
+pub mod subresources;
+pub mod watch;
+
+pub mod alloc;
+pub mod tables;
+pub mod validation;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use rkube_store::Backend;
+
+pub use bootstrap::bootstrap;
+
+use crate::request::{Route, Verb};
+use crate::status::ApiError;
+
+/// What the API server is configured with.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    /// Services' ClusterIPs come from here; its first address is the `kubernetes` service.
+    pub service_cidr: String,
+    pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// The address clients reach the API server at (the `kubernetes` Endpoints point here).
+    pub advertise_address: IpAddr,
+    pub advertise_port: u16,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            service_cidr: "10.43.0.0/16".to_string(),
+            node_port_range: 30000..=32767,
+            advertise_address: IpAddr::from([127, 0, 0, 1]),
+            advertise_port: 6443,
+        }
+    }
+}
+
+/// Why the API server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store failed while loading the watch cache.
+    #[error("store: {0}")]
+    Store(#[from] rkube_store::Error),
+    /// An option is not usable.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// The watch cache task ended before loading.
+    #[error("the watch cache failed to load")]
+    CacheLoad,
+}
+
+/// Everything the handlers share.
+pub struct ApiState {
+    pub(crate) store: Arc<dyn Backend>,
+    pub(crate) options: ApiOptions,
+    pub(crate) registry: registry::Registry,
+    pub(crate) discovery: discovery::Discovery,
+    pub(crate) caches: Arc<cache::Caches>,
+    pub(crate) openapi: rkube_openapi::OpenApi,
+    version: Bytes,
+    ready: AtomicBool,
+}
+
+/// `/version`: the Kubernetes version whose API types are served (the kubectl dispatcher picks its minor).
+fn version_json() -> Bytes {
+    let v = serde_json::json!({
+        "major": "1",
+        "minor": "33",
+        "emulationMajor": "1",
+        "emulationMinor": "33",
+        "minCompatibilityMajor": "1",
+        "minCompatibilityMinor": "32",
+        "gitVersion": "v1.33.0+rkube",
+        "gitCommit": "rkube",
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-26T00:00:00Z",
+        "goVersion": "go1.24.0",
+        "compiler": "gc",
+        "platform": format!("linux/{}", if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" }),
+    });
+    output::value_bytes(&v)
+}
+
+impl ApiState {
+    /// Builds the state and loads the watch cache from the store (returns once it is loaded).
+    pub async fn new(store: Arc<dyn Backend>, options: ApiOptions) -> Result<Arc<ApiState>, StartError> {
+        let registry = registry::Registry::builtin();
+        let server_address = format!("{}:{}", options.advertise_address, options.advertise_port);
+        let discovery = discovery::Discovery::build(&registry, &server_address);
+        let caches = cache::Caches::new(registry.kinds().iter().map(|k| k.group_resource().to_string()));
+        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(caches.clone().run(store.clone(), loaded_tx));
+        loaded_rx.await.map_err(|_| StartError::CacheLoad)?;
+        let openapi = rkube_openapi::OpenApi::build(&registry.kind_schemas());
+        Ok(Arc::new(ApiState {
+            openapi,
+            store,
+            options,
+            registry,
+            discovery,
+            caches,
+            version: version_json(),
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Turns `/readyz` to 200: call once the server is fully up (certificates, kubeconfig written).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn options(&self) -> &ApiOptions {
+        &self.options
+    }
+}
+
+fn plain(code: StatusCode, text: &'static str) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// Every Kubernetes API route plus `/livez /readyz /healthz /version`.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/version", get(|State(s): State<Arc<ApiState>>| async move { output::json_response(StatusCode::OK, s.version.clone(), &[]) }))
+        .route("/livez", get(|| async { plain(StatusCode::OK, "ok") }))
+        .route("/healthz", get(|| async { plain(StatusCode::OK, "ok") }))
+        .route(
+            "/readyz",
+            get(|State(s): State<Arc<ApiState>>| async move {
+                if s.is_ready() { plain(StatusCode::OK, "ok") } else { plain(StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+            }),
+        )
+        .route("/openapi/v3", get(|State(s): State<Arc<ApiState>>| async move {
+            output::json_response(StatusCode::OK, s.openapi.index_json(), &[])
+        }))
+        .route("/openapi/v3/{*path}", get(|State(s): State<Arc<ApiState>>, axum::extract::Path(path): axum::extract::Path<String>| async move {
+            match s.openapi.group_version_json(&path) {
+                Some(doc) => output::json_response(StatusCode::OK, doc, &[]),
+                None => ApiError::NoRoute.into_response(),
+            }
+        }))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn dispatch(State(state): State<Arc<ApiState>>, req: Request) -> Response {
+    match handle(&state, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let params = request::Params::parse(parts.uri.query().unwrap_or(""))?;
+    let route = request::parse_route(&parts.method, parts.uri.path(), params.watch)?;
+    let discovery_reply = |(ct, body): (&'static str, Bytes)| {
+        let mut resp = output::json_response(StatusCode::OK, body, &[]);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ct));
+        resp
+    };
+    let info = match route {
+        Route::CoreVersions => {
+            return Ok(discovery_reply(
+                state
+                    .discovery
+                    .root(true, request::discovery_format(&parts.headers)),
+            ));
+        }
+        Route::Groups => {
+            return Ok(discovery_reply(
+                state
+                    .discovery
+                    .root(false, request::discovery_format(&parts.headers)),
+            ));
+        }
+        Route::Group(g) => {
+            let body = state.discovery.group(&g).ok_or(ApiError::NoRoute)?;
+            return Ok(output::json_response(StatusCode::OK, body, &[]));
+        }
+        Route::Resources { group, version } => {
+            let body = state
+                .discovery
+                .resources(&group, &version)
+                .ok_or(ApiError::NoRoute)?;
+            return Ok(output::json_response(StatusCode::OK, body, &[]));
+        }
+        Route::Resource(info) => info,
+    };
+    let kind = state
+        .registry
+        .get(&info.group, &info.version, &info.resource)
+        .ok_or(ApiError::NoRoute)?;
+    if info.namespace.is_some() && !kind.namespaced {
+        return Err(ApiError::NoRoute);
+    }
+    let body = match info.verb {
+        Verb::Get | Verb::List | Verb::Watch => Bytes::new(),
+        _ => axum::body::to_bytes(Body::new(body), body::MAX_BODY)
+            .await
+            .map_err(|_| ApiError::RequestEntityTooLarge {
+                limit: body::MAX_BODY,
+            })?,
+    };
+    let req = rest::ApiRequest {
+        output: request::output(&parts.headers, &params),
+        body_format: request::body_format(&parts.headers),
+        info,
+        params,
+        body,
+    };
+    rest::handle(state, kind, req).await
+}

@@ -1,0 +1,141 @@
+//! What every cluster starts with: the namespaces `default`, `kube-system`, `kube-public`,
+//! `kube-node-lease`, and the `kubernetes` Service (first address of the service CIDR, 443 → 6443) with its
+//! Endpoints and EndpointSlice pointing at the API server. Idempotent: run at every start.
+
+use serde_json::{Value, json};
+
+use crate::ApiState;
+use crate::request::Params;
+use crate::rest::{self, Decision, create_object, guaranteed_update, object_key};
+use crate::status::ApiError;
+
+/// Why bootstrapping failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// Writing a bootstrap object failed.
+    #[error("creating {what}: {source}")]
+    Write { what: String, source: ApiError },
+}
+
+/// The first usable address of a CIDR (`10.43.0.0/16` → `10.43.0.1`).
+pub fn first_address(cidr: &str) -> Option<std::net::Ipv4Addr> {
+    let (net, _) = cidr.split_once('/')?;
+    let net: std::net::Ipv4Addr = net.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(net) + 1))
+}
+
+async fn ensure(
+    state: &ApiState,
+    group: &str,
+    plural: &str,
+    namespace: Option<&str>,
+    obj: Value,
+) -> Result<(), BootstrapError> {
+    let kind = state
+        .registry
+        .get(group, "v1", plural)
+        .expect("bootstrap kinds are served");
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let what = format!("{} {name}", kind.group_resource());
+    let wrap = |source| BootstrapError::Write {
+        what: what.clone(),
+        source,
+    };
+    match create_object(
+        state,
+        kind,
+        namespace,
+        obj.clone(),
+        &Params::default(),
+        &mut Vec::new(),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(ApiError::AlreadyExists { .. }) if plural == "namespaces" || plural == "services" => Ok(()),
+        Err(ApiError::AlreadyExists { .. }) => {
+            // Endpoints follow the server's address, which may have changed since the last start.
+            let key = object_key(namespace, &name);
+            guaranteed_update(state, kind, &key, false, |current| {
+                let Some(current) = current else {
+                    return Ok(Decision::Unchanged);
+                };
+                let mut new = current.value.clone();
+                for (k, v) in obj.as_object().into_iter().flatten() {
+                    if k != "metadata" {
+                        new[k] = v.clone();
+                    }
+                }
+                Ok(if new == current.value {
+                    Decision::Unchanged
+                } else {
+                    Decision::Write(new)
+                })
+            })
+            .await
+            .map(|_| ())
+            .map_err(wrap)
+        }
+        Err(e) => Err(wrap(e)),
+    }
+}
+
+/// Creates the default namespaces and the `kubernetes` Service with its endpoints.
+pub async fn bootstrap(state: &ApiState) -> Result<(), BootstrapError> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        ensure(state, "", "namespaces", None, json!({"metadata": {"name": ns}})).await?;
+    }
+    let ip = first_address(&state.options.service_cidr)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    let port = state.options.advertise_port;
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": labels},
+        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    ensure(state, "", "services", Some("default"), service).await?;
+    let address = state.options.advertise_address.to_string();
+    let endpoints = json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": address}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    ensure(state, "", "endpoints", Some("default"), endpoints).await?;
+    let family = if state.options.advertise_address.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes",
+            "endpointslice.kubernetes.io/managed-by": "rkube-apiserver"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [address], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    ensure(
+        state,
+        "discovery.k8s.io",
+        "endpointslices",
+        Some("default"),
+        slice,
+    )
+    .await?;
+    let _ = rest::now;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_address_of_the_service_cidr() {
+        assert_eq!(first_address("10.43.0.0/16").unwrap().to_string(), "10.43.0.1");
+        assert_eq!(first_address("nonsense"), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! Response bodies: an object, a list (assembled from pre-serialized items without re-encoding them), a
+//! `Table` for kubectl get (cells from `tables`), or `PartialObjectMetadata`.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::cache::CachedObject;
+use crate::registry::Kind;
+use crate::request::{IncludeObject, Output};
+use crate::tables;
+
+pub fn json_response(code: StatusCode, body: Bytes, warnings: &[String]) -> Response {
+    let mut resp = (code, body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            headers.append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+pub fn value_bytes(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).expect("a Value always serializes"))
+}
+
+/// `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{…}}`.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+fn row(kind: &Kind, obj: &CachedObject, include: IncludeObject, now: chrono::DateTime<Utc>) -> Value {
+    let cells = tables::row_cells(kind.group, kind.kind, &obj.value, now);
+    let object = match include {
+        IncludeObject::None => Value::Null,
+        IncludeObject::Metadata => partial_metadata(&obj.value),
+        IncludeObject::Object => obj.value.clone(),
+    };
+    if object.is_null() {
+        json!({"cells": cells})
+    } else {
+        json!({"cells": cells, "object": object})
+    }
+}
+
+/// A Table of `items`; `metadata` is the list metadata (resourceVersion, continue).
+pub fn table(kind: &Kind, items: &[Arc<CachedObject>], metadata: Value, include: IncludeObject) -> Value {
+    let now = Utc::now();
+    let rows: Vec<Value> = items.iter().map(|o| row(kind, o, include, now)).collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": tables::column_definitions(kind.group, kind.kind),
+        "rows": rows,
+    })
+}
+
+/// One object in the asked shape.
+pub fn object(kind: &Kind, obj: &Arc<CachedObject>, output: Output) -> Bytes {
+    match output {
+        Output::Object => obj.json.clone(),
+        Output::Metadata => value_bytes(&partial_metadata(&obj.value)),
+        Output::Table(include) => {
+            let rv = obj.value["metadata"]["resourceVersion"].clone();
+            value_bytes(&table(
+                kind,
+                std::slice::from_ref(obj),
+                json!({"resourceVersion": rv}),
+                include,
+            ))
+        }
+    }
+}
+
+/// A list in the asked shape. Plain lists are spliced from each item's pre-serialized bytes.
+pub fn list(
+    kind: &Kind,
+    items: &[Arc<CachedObject>],
+    revision: i64,
+    continue_token: Option<String>,
+    output: Output,
+) -> Bytes {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(c) = continue_token {
+        metadata["continue"] = json!(c);
+    }
+    match output {
+        Output::Table(include) => value_bytes(&table(kind, items, metadata, include)),
+        Output::Metadata => value_bytes(&json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": metadata,
+            "items": items.iter().map(|o| partial_metadata(&o.value)).collect::<Vec<_>>(),
+        })),
+        Output::Object => {
+            let head = json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(), "metadata": metadata});
+            let head = serde_json::to_vec(&head).expect("a Value always serializes");
+            let size: usize = items.iter().map(|o| o.json.len() + 1).sum();
+            let mut out = Vec::with_capacity(head.len() + size + 16);
+            // `{…,"metadata":{…}` + `,"items":[` + items + `]}`
+            out.extend_from_slice(&head[..head.len() - 1]);
+            out.extend_from_slice(b",\"items\":[");
+            for (i, o) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&o.json);
+            }
+            out.extend_from_slice(b"]}");
+            Bytes::from(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    #[test]
+    fn lists_are_spliced_and_tables_carry_objects() {
+        let registry = Registry::builtin();
+        let pods = registry.get("", "v1", "pods").unwrap();
+        let stored = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "namespace": "ns", "labels": {"run": "a"}}}))
+        .unwrap();
+        let obj = Arc::new(CachedObject::from_stored("ns/a".into(), &stored, 5).unwrap());
+        let l: Value = serde_json::from_slice(&list(
+            pods,
+            &[obj.clone(), obj.clone()],
+            9,
+            Some("tok".into()),
+            Output::Object,
+        ))
+        .unwrap();
+        assert_eq!(l["kind"], "PodList");
+        assert_eq!(l["metadata"], json!({"resourceVersion": "9", "continue": "tok"}));
+        assert_eq!(l["items"][1]["metadata"]["resourceVersion"], "5");
+        let empty: Value = serde_json::from_slice(&list(pods, &[], 9, None, Output::Object)).unwrap();
+        assert_eq!(empty["items"], json!([]));
+
+        let t: Value = serde_json::from_slice(&list(
+            pods,
+            &[obj],
+            9,
+            None,
+            Output::Table(IncludeObject::Metadata),
+        ))
+        .unwrap();
+        assert_eq!(t["kind"], "Table");
+        assert_eq!(t["columnDefinitions"][0]["name"], "Name");
+        assert_eq!(t["rows"][0]["cells"][0], "a");
+        assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(t["rows"][0]["object"]["metadata"]["labels"]["run"], "a");
+    }
+}

@@ -1,0 +1,336 @@
+//! The resource registry as data: one [`Kind`] row per served resource, saying how Kubernetes names it, what
+//! may be done to it, and which strategy (defaulting, status/generation rules) its writes follow. Adding a
+//! kind is one line in [`Registry::builtin`].
+
+use std::any::TypeId;
+use std::collections::HashMap;
+
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, rbac};
+use serde_json::Value;
+
+use crate::strategy::{self, Strategy};
+
+/// The verbs every ordinary resource supports.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// A subresource and the kind its requests and replies carry.
+#[derive(Clone, Debug)]
+pub struct Subresource {
+    pub name: &'static str,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+const fn sub(
+    name: &'static str,
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    verbs: &'static [&'static str],
+) -> Subresource {
+    Subresource {
+        name,
+        group,
+        version,
+        kind,
+        verbs,
+    }
+}
+
+const GET_PATCH_UPDATE: &[&str] = &["get", "patch", "update"];
+const CREATE: &[&str] = &["create"];
+const CREATE_GET: &[&str] = &["create", "get"];
+
+/// One served resource.
+pub struct Kind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    /// The resource (URL) name: `pods`.
+    pub plural: &'static str,
+    pub singular: String,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    pub subresources: Vec<Subresource>,
+    /// Decodes a JSON object into the kind's k8s-openapi type and back: checks its shape (the error names
+    /// the path) and drops fields the type does not have, as kube-apiserver's typed decoding does.
+    pub decode: fn(&Value) -> Result<Value, String>,
+    /// The type's JSON schema (k8s-openapi's `schemars` impl), for the OpenAPI documents.
+    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    pub strategy: Strategy,
+}
+
+impl Kind {
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The resource as messages name it: `pods`, `deployments.apps`.
+    pub fn group_resource(&self) -> crate::status::GroupResource {
+        crate::status::GroupResource::new(self.group, self.plural)
+    }
+
+    /// The store key prefix of every object of this kind: `/registry/deployments.apps/`.
+    pub fn key_prefix(&self) -> String {
+        format!("/registry/{}/", self.group_resource())
+    }
+
+    pub fn subresource(&self, name: &str) -> Option<&Subresource> {
+        self.subresources.iter().find(|s| s.name == name)
+    }
+
+    pub fn has_status(&self) -> bool {
+        self.subresource("status").is_some()
+    }
+}
+
+fn decode_as<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+    let typed: T = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        if path.is_empty() || path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
+}
+
+fn kind<T>(
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    subresources: Vec<Subresource>,
+    strategy: Strategy,
+) -> Kind
+where
+    T: k8s_openapi::Resource
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + schemars::JsonSchema
+        + 'static,
+{
+    Kind {
+        group: T::GROUP,
+        version: T::VERSION,
+        kind: T::KIND,
+        plural: T::URL_PATH_SEGMENT,
+        singular: T::KIND.to_lowercase(),
+        short_names,
+        categories,
+        namespaced: TypeId::of::<T::Scope>() == TypeId::of::<k8s_openapi::NamespaceResourceScope>(),
+        verbs: ALL_VERBS,
+        subresources,
+        decode: decode_as::<T>,
+        schema: T::json_schema,
+        strategy,
+    }
+}
+
+/// Every served kind, looked up by (group, version, plural).
+pub struct Registry {
+    kinds: Vec<Kind>,
+    by_resource: HashMap<(String, String, String), usize>,
+}
+
+impl Registry {
+    pub fn builtin() -> Registry {
+        let status = || sub("status", "", "", "", GET_PATCH_UPDATE);
+        let scale = || sub("scale", "autoscaling", "v1", "Scale", GET_PATCH_UPDATE);
+        let s = strategy::for_kind;
+        let all: &'static [&'static str] = &["all"];
+        let kinds = vec![
+            kind::<core::v1::Namespace>(
+                &["ns"],
+                &[],
+                vec![status(), sub("finalize", "", "", "", &["update"])],
+                s("Namespace"),
+            ),
+            kind::<core::v1::Pod>(
+                &["po"],
+                all,
+                vec![
+                    status(),
+                    sub("binding", "", "v1", "Binding", CREATE),
+                    sub("eviction", "policy", "v1", "Eviction", CREATE),
+                    sub("log", "", "v1", "Pod", &["get"]),
+                    sub("exec", "", "v1", "PodExecOptions", CREATE_GET),
+                    sub("attach", "", "v1", "PodAttachOptions", CREATE_GET),
+                    sub("portforward", "", "v1", "PodPortForwardOptions", CREATE_GET),
+                ],
+                s("Pod"),
+            ),
+            kind::<core::v1::Service>(&["svc"], all, vec![status()], s("Service")),
+            kind::<core::v1::Endpoints>(&["ep"], &[], vec![], s("Endpoints")),
+            kind::<core::v1::Node>(&["no"], &[], vec![status()], s("Node")),
+            kind::<core::v1::Event>(&["ev"], &[], vec![], s("Event")),
+            kind::<core::v1::ConfigMap>(&["cm"], &[], vec![], s("ConfigMap")),
+            kind::<core::v1::Secret>(&[], &[], vec![], s("Secret")),
+            kind::<core::v1::ServiceAccount>(
+                &["sa"],
+                &[],
+                vec![sub(
+                    "token",
+                    "authentication.k8s.io",
+                    "v1",
+                    "TokenRequest",
+                    CREATE,
+                )],
+                s("ServiceAccount"),
+            ),
+            kind::<apps::v1::Deployment>(&["deploy"], all, vec![status(), scale()], s("Deployment")),
+            kind::<apps::v1::ReplicaSet>(&["rs"], all, vec![status(), scale()], s("ReplicaSet")),
+            kind::<apps::v1::DaemonSet>(&["ds"], all, vec![status()], s("DaemonSet")),
+            kind::<apps::v1::StatefulSet>(&["sts"], all, vec![status(), scale()], s("StatefulSet")),
+            kind::<batch::v1::Job>(&[], all, vec![status()], s("Job")),
+            kind::<discovery::v1::EndpointSlice>(&[], &[], vec![], s("EndpointSlice")),
+            kind::<coordination::v1::Lease>(&[], &[], vec![], s("Lease")),
+            kind::<events::v1::Event>(&["ev"], &[], vec![], s("Event")),
+            kind::<rbac::v1::Role>(&[], &[], vec![], s("Role")),
+            kind::<rbac::v1::RoleBinding>(&[], &[], vec![], s("RoleBinding")),
+            kind::<rbac::v1::ClusterRole>(&[], &[], vec![], s("ClusterRole")),
+            kind::<rbac::v1::ClusterRoleBinding>(&[], &[], vec![], s("ClusterRoleBinding")),
+        ];
+        Registry::new(kinds)
+    }
+
+    pub fn new(mut kinds: Vec<Kind>) -> Registry {
+        for k in &mut kinds {
+            // A subresource declared with an empty kind answers with its parent's kind (status, finalize).
+            for s in &mut k.subresources {
+                if s.kind.is_empty() {
+                    s.group = k.group;
+                    s.version = k.version;
+                    s.kind = k.kind;
+                }
+            }
+        }
+        let by_resource = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    (k.group.to_string(), k.version.to_string(), k.plural.to_string()),
+                    i,
+                )
+            })
+            .collect();
+        Registry { kinds, by_resource }
+    }
+
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Kind> {
+        self.by_resource
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .map(|&i| &self.kinds[i])
+    }
+
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+
+    /// Served group names in discovery order: the core group ("") first, then by first appearance.
+    pub fn groups(&self) -> Vec<&'static str> {
+        let mut groups: Vec<&'static str> = Vec::new();
+        for k in &self.kinds {
+            if !groups.contains(&k.group) {
+                groups.push(k.group);
+            }
+        }
+        groups
+    }
+
+    /// The versions served for a group, preferred first.
+    pub fn versions(&self, group: &str) -> Vec<&'static str> {
+        let mut versions: Vec<&'static str> = Vec::new();
+        for k in self.kinds.iter().filter(|k| k.group == group) {
+            if !versions.contains(&k.version) {
+                versions.push(k.version);
+            }
+        }
+        versions
+    }
+
+    /// What rkube-openapi needs to generate the OpenAPI documents.
+    pub fn kind_schemas(&self) -> Vec<rkube_openapi::KindSchema> {
+        self.kinds
+            .iter()
+            .map(|k| {
+                // The schema list wants 'static names; the registry lives for the whole process.
+                let subresources: Vec<&'static str> = k.subresources.iter().map(|s| s.name).collect();
+                rkube_openapi::KindSchema {
+                    group: k.group,
+                    version: k.version,
+                    kind: k.kind,
+                    plural: k.plural,
+                    namespaced: k.namespaced,
+                    verbs: k.verbs,
+                    subresources: Box::leak(subresources.into_boxed_slice()),
+                    schema: k.schema,
+                }
+            })
+            .collect()
+    }
+
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'a Kind> {
+        self.kinds
+            .iter()
+            .filter(move |k| k.group == group && k.version == version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_kinds_are_named_like_kubernetes() {
+        let r = Registry::builtin();
+        let deploy = r.get("apps", "v1", "deployments").unwrap();
+        assert_eq!(deploy.kind, "Deployment");
+        assert_eq!(deploy.singular, "deployment");
+        assert!(deploy.namespaced);
+        assert_eq!(deploy.short_names, &["deploy"]);
+        assert_eq!(deploy.subresource("scale").unwrap().group, "autoscaling");
+        assert_eq!(deploy.subresource("status").unwrap().kind, "Deployment");
+        assert_eq!(deploy.key_prefix(), "/registry/deployments.apps/");
+        let node = r.get("", "v1", "nodes").unwrap();
+        assert!(!node.namespaced);
+        assert_eq!(node.key_prefix(), "/registry/nodes/");
+        assert!(r.get("", "v1", "deployments").is_none());
+        assert_eq!(r.groups()[0], "");
+    }
+
+    #[test]
+    fn decode_reports_the_path_of_a_shape_error() {
+        let r = Registry::builtin();
+        let pod = r.get("", "v1", "pods").unwrap();
+        let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+            "spec": {"containers": [{"name": "c", "image": 5}]}});
+        let err = (pod.decode)(&bad).unwrap_err();
+        assert!(err.starts_with("spec.containers[0].image"), "{err}");
+        let good = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        assert!((pod.decode)(&good).is_ok());
+    }
+}
