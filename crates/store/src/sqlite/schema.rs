@@ -185,3 +185,89 @@ fn inspect(path: &Path) -> Result<Inspection> {
     read_stored(&conn).map_err(|e| not_a_store(format!("unreadable meta rows: {e}")))?;
     Ok(Inspection::Store)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(path: &Path) -> String {
+        match open_writer(path) {
+            Err(Error::NotAStore {
+                path: reported,
+                reason,
+            }) => {
+                assert_eq!(reported, path.display().to_string());
+                reason
+            }
+            Err(other) => panic!("expected NotAStore, got {other:?}"),
+            Ok(_) => panic!("{} was accepted as a store", path.display()),
+        }
+    }
+
+    #[test]
+    fn a_garbage_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbage.db");
+        let garbage: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&path, &garbage).unwrap();
+        refused(&path);
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    }
+
+    #[test]
+    fn another_programs_database_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT); INSERT INTO accounts VALUES (1, 'x');").unwrap();
+        drop(other);
+        let before = std::fs::read(&path).unwrap();
+        let reason = refused(&path);
+        assert!(reason.contains("application_id"), "{reason}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+
+        // Same application id but a schema from the future: also not ours to touch.
+        let path = dir.path().join("future.db");
+        open_writer(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE meta SET value = 99 WHERE name = 'schema_version'", [])
+            .unwrap();
+        drop(conn);
+        let reason = refused(&path);
+        assert!(reason.contains("schema version 99"), "{reason}");
+    }
+
+    #[test]
+    fn a_new_store_gets_its_directory_id_and_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("b").join("state.db");
+        let (conn, stored) = open_writer(&path).unwrap();
+        assert_eq!(
+            stored,
+            Stored {
+                current: INITIAL_REVISION,
+                compacted: 0,
+                purged: 0
+            }
+        );
+        let id: i32 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, APPLICATION_ID);
+        let auto_vacuum: i64 = conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto_vacuum, 2, "incremental");
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+        // An empty file (e.g. made by a temp-file helper) is a new store, too.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(open_writer(&empty).unwrap().1.current, INITIAL_REVISION);
+    }
+}

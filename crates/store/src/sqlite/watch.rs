@@ -257,3 +257,136 @@ fn fan_out(watchers: &mut Vec<Watcher>, batches: &[Arc<Batch>], from: Revision, 
 pub(super) fn ring_events(state: &HubState, prefix: &[u8], from: Revision) -> Vec<Event> {
     matching(state.ring.iter(), prefix, from, state.published)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventKind, KeyValue};
+
+    fn put(key: &str, revision: Revision) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::new(),
+                create_revision: revision,
+                mod_revision: revision,
+            },
+            prev: None,
+        }
+    }
+
+    fn batch(revisions: std::ops::RangeInclusive<Revision>) -> Batch {
+        let events: Vec<Event> = revisions.map(|r| put(&format!("/k/{r}"), r)).collect();
+        Batch {
+            first: events[0].kv.mod_revision,
+            last: events.last().unwrap().kv.mod_revision,
+            events,
+        }
+    }
+
+    fn watcher(prefix: &'static str, next: Revision) -> (Watcher, mpsc::Receiver<Result<WatchMessage>>) {
+        let (tx, rx) = mpsc::channel(8);
+        let watcher = Watcher {
+            tx,
+            prefix: Bytes::from_static(prefix.as_bytes()),
+            next,
+            progress_interval: None,
+            last_sent: Instant::now(),
+        };
+        (watcher, rx)
+    }
+
+    fn revisions(message: Result<WatchMessage>) -> Vec<Revision> {
+        match message.unwrap() {
+            WatchMessage::Events(events) => events.iter().map(|e| e.kv.mod_revision).collect(),
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_whole_batches_and_never_drops_undispatched_ones() {
+        let mut hub = HubState::new(10, 4);
+        hub.push(batch(11..=13));
+        hub.push(batch(14..=16));
+        assert_eq!(
+            hub.ring_len(),
+            6,
+            "nothing dispatched yet: the ring may exceed its capacity"
+        );
+        assert_eq!(hub.ring_first, 11);
+        hub.dispatched = 16;
+        hub.trim();
+        // Whole batches go: 14..=16 fits the capacity of 4, 11..=13 does not.
+        assert_eq!((hub.ring_len(), hub.ring_first), (3, 14));
+        assert_eq!(
+            ring_events(&hub, b"/k/", 0)
+                .iter()
+                .map(|e| e.kv.mod_revision)
+                .collect::<Vec<_>>(),
+            vec![14, 15, 16]
+        );
+        hub.push(batch(17..=17));
+        hub.dispatched = 17;
+        hub.trim();
+        assert_eq!(
+            (hub.ring_len(), hub.ring_first),
+            (4, 14),
+            "at capacity, nothing more goes"
+        );
+    }
+
+    #[test]
+    fn registration_is_served_from_the_ring_only_down_to_its_first_revision() {
+        let mut hub = HubState::new(10, 100);
+        hub.push(batch(11..=15));
+        hub.dispatched = 15;
+        hub.push(batch(16..=16));
+        hub.ring_first = 12; // as if revision 11 had been trimmed
+
+        let (too_old, _rx) = watcher("/", 11);
+        assert!(
+            hub.register(too_old).is_err(),
+            "revision 11 is no longer in the ring"
+        );
+
+        let (w, mut rx) = watcher("/k/", 12);
+        assert!(hub.register(w).is_ok());
+        // Sent from the ring up to what the dispatcher has sent everyone; 16 is the dispatcher's to send.
+        assert_eq!(revisions(rx.try_recv().unwrap()), vec![12, 13, 14, 15]);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(hub.watchers.last().unwrap().next, 16);
+
+        let (future, mut rx) = watcher("/k/", 40);
+        assert!(hub.register(future).is_ok());
+        assert!(rx.try_recv().is_err());
+        assert_eq!(hub.watchers.last().unwrap().next, 40);
+    }
+
+    #[test]
+    fn fan_out_cuts_off_a_full_watcher_with_a_last_message() {
+        let (tx, mut rx) = mpsc::channel(3);
+        let mut watchers = vec![Watcher {
+            tx,
+            prefix: Bytes::from_static(b"/k/"),
+            next: 1,
+            progress_interval: None,
+            last_sent: Instant::now(),
+        }];
+        for r in 1..=2 {
+            let batches = [Arc::new(batch(r..=r))];
+            fan_out(&mut watchers, &batches, r, r);
+            assert_eq!(watchers.len(), 1);
+        }
+        let batches = [Arc::new(batch(3..=3))];
+        fan_out(&mut watchers, &batches, 3, 3);
+        assert!(
+            watchers.is_empty(),
+            "the watcher with one free slot left is cut off"
+        );
+        assert_eq!(revisions(rx.try_recv().unwrap()), vec![1]);
+        assert_eq!(revisions(rx.try_recv().unwrap()), vec![2]);
+        assert!(matches!(rx.try_recv().unwrap(), Err(Error::WatcherTooSlow)));
+        assert!(rx.try_recv().is_err(), "and the channel is closed after it");
+    }
+}

@@ -371,3 +371,151 @@ fn purge_step(conn: &Connection, stored: &mut Stored, step: i64) -> Result<bool>
     stored.purged = to;
     Ok(to < last)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{SqliteOptions, schema};
+    use super::*;
+
+    fn writer(path: &Path) -> Writer {
+        let (conn, stored) = schema::open_writer(path).unwrap();
+        let shared = Arc::new(Shared::new(path, stored, SqliteOptions::default()));
+        Writer::new(conn, stored, shared)
+    }
+
+    fn write(
+        key: &str,
+        value: Option<&str>,
+        guard: Guard,
+    ) -> (Request, oneshot::Receiver<Result<WriteResult>>) {
+        let (tx, rx) = oneshot::channel();
+        let op = WriteOp {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            guard,
+        };
+        (Request::Write(op, tx), rx)
+    }
+
+    fn kv(key: &str, value: &str, create_revision: Revision, mod_revision: Revision) -> KeyValue {
+        KeyValue {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            create_revision,
+            mod_revision,
+        }
+    }
+
+    #[test]
+    fn one_batch_answers_every_caller_in_order_with_conflicts_and_successes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir.path().join("s.db"));
+        let r = INITIAL + 1;
+        let requests = vec![
+            write("/a", Some("1"), Guard::Absent),
+            write("/a", Some("2"), Guard::Absent),
+            write("/a", Some("3"), Guard::ModRevision(r + 7)),
+            write("/a", Some("4"), Guard::ModRevision(r)),
+            write("/b", None, Guard::Exists),
+            write("/a", None, Guard::Exists),
+            write("/a", Some("5"), Guard::Absent),
+            write("/b", Some("6"), Guard::ModRevision(1)),
+        ];
+        let (mut batch, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        writer.run_batch(&mut batch);
+        let answers: Vec<WriteResult> = replies
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                WriteResult::Done {
+                    revision: r,
+                    kv: kv("/a", "1", r, r)
+                },
+                WriteResult::Conflict {
+                    current: Some(kv("/a", "1", r, r))
+                },
+                WriteResult::Conflict {
+                    current: Some(kv("/a", "1", r, r))
+                },
+                WriteResult::Done {
+                    revision: r + 1,
+                    kv: kv("/a", "4", r, r + 1)
+                },
+                WriteResult::Conflict { current: None },
+                WriteResult::Done {
+                    revision: r + 2,
+                    kv: kv("/a", "4", r, r + 1)
+                },
+                WriteResult::Done {
+                    revision: r + 3,
+                    kv: kv("/a", "5", r + 3, r + 3)
+                },
+                WriteResult::Conflict { current: None },
+            ]
+        );
+        assert_eq!(writer.stored.current, r + 3);
+        assert_eq!(
+            schema::read_stored(&writer.conn).unwrap().current,
+            r + 3,
+            "persisted in the same commit"
+        );
+
+        // The hub got one event per successful write, with the previous values.
+        let hub = writer.shared.hub.state.lock();
+        let events = super::super::watch::ring_events(&hub, b"/", r);
+        let summary: Vec<(EventKind, Revision, Option<Revision>)> = events
+            .iter()
+            .map(|e| (e.kind, e.kv.mod_revision, e.prev.as_ref().map(|p| p.mod_revision)))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (EventKind::Put, r, None),
+                (EventKind::Put, r + 1, Some(r)),
+                (EventKind::Delete, r + 2, Some(r + 1)),
+                (EventKind::Put, r + 3, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_fails_every_caller_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir.path().join("s.db"));
+        let (request, first) = write("/a", Some("1"), Guard::Absent);
+        writer.run_batch(&mut vec![request]);
+        first.blocking_recv().unwrap().unwrap();
+        let before = writer.stored;
+        // Break the log table under the writer: the insert of the second write fails mid-batch.
+        writer.conn.execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON log WHEN NEW.key = x'2f62' BEGIN SELECT RAISE(ABORT, 'refused'); END").unwrap();
+        let (mut batch, replies): (Vec<_>, Vec<_>) = vec![
+            write("/c", Some("1"), Guard::Absent),
+            write("/b", Some("2"), Guard::Absent),
+            write("/a", Some("x"), Guard::Absent),
+        ]
+        .into_iter()
+        .unzip();
+        writer.run_batch(&mut batch);
+        for rx in replies {
+            assert!(
+                rx.blocking_recv().unwrap().is_err(),
+                "every caller of the failed batch hears of it"
+            );
+        }
+        assert_eq!(writer.stored, before);
+        assert_eq!(schema::read_stored(&writer.conn).unwrap(), before);
+        let c: i64 = writer
+            .conn
+            .query_row("SELECT count(*) FROM log WHERE key = x'2f63'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(c, 0, "nothing of the failed batch was written");
+        assert!(writer.conn.is_autocommit(), "the transaction was rolled back");
+    }
+
+    const INITIAL: Revision = schema::INITIAL_REVISION;
+}
