@@ -109,8 +109,9 @@ impl EtcdBackend {
         let connect_options = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client =
-            Client::connect(endpoints, Some(connect_options)).await.map_err(|e| unreachable(e.to_string()))?;
+        let client = Client::connect(endpoints, Some(connect_options))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         let mut backend = EtcdBackend {
             // Lists of many objects exceed tonic's default 4 MiB response limit.
             kv: client.kv_client().max_decoding_message_size(usize::MAX),
@@ -127,7 +128,12 @@ impl EtcdBackend {
         match tokio::time::timeout(options.connect_timeout, probe).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => return Err(unreachable(format!("timed out after {:?}", options.connect_timeout))),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "timed out after {:?}",
+                    options.connect_timeout
+                )));
+            }
         }
         if let Some(interval) = options.compaction_interval {
             backend.compactor = Some(tokio::spawn(run_compactor(
@@ -159,7 +165,10 @@ impl EtcdBackend {
     async fn map_revision_error(&self, e: etcd_client::Error, requested: Revision) -> Error {
         match classify(&e) {
             Failure::Compacted => {
-                let compacted = self.compacted_revision().await.unwrap_or_else(|_| self.compacted.load(Ordering::Relaxed));
+                let compacted = self
+                    .compacted_revision()
+                    .await
+                    .unwrap_or_else(|_| self.compacted.load(Ordering::Relaxed));
                 Error::Compacted { requested, compacted }
             }
             Failure::FutureRevision => match self.current_revision().await {
@@ -180,7 +189,10 @@ impl EtcdBackend {
                 Ok(response) => return Ok(response),
                 Err(e) => match classify(&e) {
                     Failure::TooLarge => {
-                        return Err(Error::ValueTooLarge { size: value_len, limit: ETCD_DEFAULT_MAX_REQUEST_BYTES });
+                        return Err(Error::ValueTooLarge {
+                            size: value_len,
+                            limit: ETCD_DEFAULT_MAX_REQUEST_BYTES,
+                        });
                     }
                     Failure::NotSent if Instant::now() + backoff < deadline => {
                         tokio::time::sleep(backoff).await;
@@ -205,7 +217,9 @@ impl EtcdBackend {
                     break;
                 }
             }
-            Err(etcd_client::Error::WatchError("compaction probe ended without an answer".into()))
+            Err(etcd_client::Error::WatchError(
+                "compaction probe ended without an answer".into(),
+            ))
         };
         let compacted = tokio::time::timeout(self.options.retry_timeout, probe)
             .await
@@ -244,7 +258,13 @@ impl Backend for EtcdBackend {
         let at = known.max(1);
         let read = retry(self.options.retry_timeout, || {
             let mut kv = self.kv();
-            async move { kv.get(PROBE_KEY, Some(GetOptions::new().with_count_only().with_revision(at))).await }
+            async move {
+                kv.get(
+                    PROBE_KEY,
+                    Some(GetOptions::new().with_count_only().with_revision(at)),
+                )
+                .await
+            }
         })
         .await;
         match read {
@@ -287,7 +307,11 @@ impl Backend for EtcdBackend {
                 async move { kv.get(start, Some(options)).await }
             })
             .await?;
-        let revision = if req.revision > 0 { req.revision } else { header_revision(response.header()) };
+        let revision = if req.revision > 0 {
+            req.revision
+        } else {
+            header_revision(response.header())
+        };
         let more = response.more();
         let kvs = response.take_kvs().into_iter().map(from_etcd).collect();
         Ok(RangeResponse { kvs, more, revision })
@@ -316,10 +340,17 @@ impl Backend for EtcdBackend {
             .or_else([TxnOp::get(key, None)]);
         let response = self.write(txn, value.len()).await?;
         if !response.succeeded() {
-            return Ok(WriteResult::Conflict { current: current_of(&response) });
+            return Ok(WriteResult::Conflict {
+                current: current_of(&response),
+            });
         }
         let revision = header_revision(response.header());
-        let kv = KeyValue { key: Bytes::copy_from_slice(key), value, create_revision: revision, mod_revision: revision };
+        let kv = KeyValue {
+            key: Bytes::copy_from_slice(key),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+        };
         Ok(WriteResult::Done { revision, kv })
     }
 
@@ -333,11 +364,17 @@ impl Backend for EtcdBackend {
                 Compare::version(key, CompareOp::Greater, 0),
                 Compare::mod_revision(key, CompareOp::Equal, expected),
             ])
-            .and_then([TxnOp::put(key, value.to_vec(), Some(PutOptions::new().with_prev_key()))])
+            .and_then([TxnOp::put(
+                key,
+                value.to_vec(),
+                Some(PutOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(key, None)]);
         let response = self.write(txn, value.len()).await?;
         if !response.succeeded() {
-            return Ok(WriteResult::Conflict { current: current_of(&response) });
+            return Ok(WriteResult::Conflict {
+                current: current_of(&response),
+            });
         }
         let revision = header_revision(response.header());
         let create_revision = response
@@ -348,7 +385,12 @@ impl Backend for EtcdBackend {
                 _ => None,
             })
             .unwrap_or(revision);
-        let kv = KeyValue { key: Bytes::copy_from_slice(key), value, create_revision, mod_revision: revision };
+        let kv = KeyValue {
+            key: Bytes::copy_from_slice(key),
+            value,
+            create_revision,
+            mod_revision: revision,
+        };
         Ok(WriteResult::Done { revision, kv })
     }
 
@@ -366,7 +408,9 @@ impl Backend for EtcdBackend {
             .or_else([TxnOp::get(key, None)]);
         let response = self.write(txn, 0).await?;
         if !response.succeeded() {
-            return Ok(WriteResult::Conflict { current: current_of(&response) });
+            return Ok(WriteResult::Conflict {
+                current: current_of(&response),
+            });
         }
         let revision = header_revision(response.header());
         let deleted = response.op_responses().into_iter().find_map(|op| match op {
@@ -374,7 +418,10 @@ impl Backend for EtcdBackend {
             _ => None,
         });
         match deleted {
-            Some(kv) => Ok(WriteResult::Done { revision, kv: from_etcd(kv) }),
+            Some(kv) => Ok(WriteResult::Done {
+                revision,
+                kv: from_etcd(kv),
+            }),
             None => Err(Error::Etcd(etcd_client::Error::Internal(
                 "etcd deleted a key but returned no previous value".into(),
             ))),
@@ -387,12 +434,16 @@ impl Backend for EtcdBackend {
             // cancel the watch a moment after creating it.
             let compacted = self.compacted_revision().await?;
             if req.start_revision < compacted {
-                return Err(Error::Compacted { requested: req.start_revision, compacted });
+                return Err(Error::Compacted {
+                    requested: req.start_revision,
+                    compacted,
+                });
             }
         }
         let progress_notify = req.progress_interval.is_some();
-        let (stream, created_revision) =
-            self.open_watch(&req.prefix, req.start_revision, progress_notify).await?;
+        let (stream, created_revision) = self
+            .open_watch(&req.prefix, req.start_revision, progress_notify)
+            .await?;
         let (tx, rx) = mpsc::channel(self.options.watch_buffer.max(1));
         let task = WatchTask {
             client: self.watch.clone(),
@@ -463,7 +514,9 @@ fn classify(e: &etcd_client::Error) -> Failure {
                 Failure::Other
             }
         }
-        etcd_client::Error::TransportError(error) if is_connect_failure(&error.to_string()) => Failure::NotSent,
+        etcd_client::Error::TransportError(error) if is_connect_failure(&error.to_string()) => {
+            Failure::NotSent
+        }
         etcd_client::Error::TransportError(_) => Failure::Unavailable,
         _ => Failure::Other,
     }
@@ -471,7 +524,9 @@ fn classify(e: &etcd_client::Error) -> Failure {
 
 fn is_connect_failure(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
-    message.contains("connection refused") || message.contains("tcp connect error") || message.contains("error trying to connect")
+    message.contains("connection refused")
+        || message.contains("tcp connect error")
+        || message.contains("error trying to connect")
 }
 
 /// Runs a read, retrying while members are unreachable or electing a leader, until `timeout`.
@@ -526,7 +581,12 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Revision {
 fn from_etcd(kv: etcd_client::KeyValue) -> KeyValue {
     let (create_revision, mod_revision) = (kv.create_revision(), kv.mod_revision());
     let (key, value) = kv.into_key_value();
-    KeyValue { key: key.into(), value: value.into(), create_revision, mod_revision }
+    KeyValue {
+        key: key.into(),
+        value: value.into(),
+        create_revision,
+        mod_revision,
+    }
 }
 
 /// The current value a failed guard's else-branch read.
@@ -544,17 +604,23 @@ async fn open_watch(
     progress_notify: bool,
 ) -> Result<(WatchStream, Revision), etcd_client::Error> {
     let (start, end) = range_bounds(prefix, &[]);
-    let mut options = WatchOptions::new().with_range(end).with_prev_key().with_start_revision(start_revision);
+    let mut options = WatchOptions::new()
+        .with_range(end)
+        .with_prev_key()
+        .with_start_revision(start_revision);
     if progress_notify {
         options = options.with_progress_notify();
     }
     let mut stream = client.watch(start, Some(options)).await?;
     match stream.message().await? {
         Some(response) if response.created() => Ok((stream, header_revision(response.header()))),
-        Some(response) if response.canceled() => {
-            Err(etcd_client::Error::WatchError(format!("etcd refused the watch: {}", response.cancel_reason())))
-        }
-        _ => Err(etcd_client::Error::WatchError("etcd did not confirm the watch".into())),
+        Some(response) if response.canceled() => Err(etcd_client::Error::WatchError(format!(
+            "etcd refused the watch: {}",
+            response.cancel_reason()
+        ))),
+        _ => Err(etcd_client::Error::WatchError(
+            "etcd did not confirm the watch".into(),
+        )),
     }
 }
 
@@ -669,10 +735,9 @@ impl WatchTask {
                     }
                 }
                 _ = ticker.tick(), if self.progress_interval.is_some() => {
-                    if !self.sent_since_tick && self.progress == ProgressState::Idle && self.synced {
-                        if stream.request_progress().await.is_ok() {
-                            self.progress = ProgressState::Requested;
-                        }
+                    let idle = !self.sent_since_tick && self.progress == ProgressState::Idle;
+                    if idle && self.synced && stream.request_progress().await.is_ok() {
+                        self.progress = ProgressState::Requested;
                     }
                     self.sent_since_tick = false;
                 }
@@ -695,7 +760,10 @@ impl WatchTask {
         if response.compact_revision() > 0 {
             let compacted = response.compact_revision();
             self.compacted.fetch_max(compacted, Ordering::Relaxed);
-            return Err(End::Failed(Error::Compacted { requested: self.last_delivered + 1, compacted }));
+            return Err(End::Failed(Error::Compacted {
+                requested: self.last_delivered + 1,
+                compacted,
+            }));
         }
         if response.canceled() {
             let reason = format!("etcd cancelled the watch: {}", response.cancel_reason());
@@ -816,7 +884,10 @@ mod tests {
 
     #[test]
     fn range_bounds_continue_strictly_after_the_last_key() {
-        assert_eq!(range_bounds(b"/a/", b"/a/x"), (b"/a/x\0".to_vec(), b"/a0".to_vec()));
+        assert_eq!(
+            range_bounds(b"/a/", b"/a/x"),
+            (b"/a/x\0".to_vec(), b"/a0".to_vec())
+        );
         // A continuation key before the prefix cannot widen the range.
         assert_eq!(range_bounds(b"/b/", b"/a/x"), (b"/b/".to_vec(), b"/b0".to_vec()));
     }

@@ -26,10 +26,18 @@ pub enum Error {
     Io(#[from] std::io::Error),
     /// etcd exited while starting; the tail of its log says why.
     #[error("test etcd member {member} exited while starting ({status}); log tail:\n{log}")]
-    Exited { member: String, status: String, log: String },
+    Exited {
+        member: String,
+        status: String,
+        log: String,
+    },
     /// etcd did not become healthy in time; the tail of its log says why.
     #[error("test etcd did not become healthy within {timeout:?}; log tail of {member}:\n{log}")]
-    NotHealthy { timeout: Duration, member: String, log: String },
+    NotHealthy {
+        timeout: Duration,
+        member: String,
+        log: String,
+    },
     /// The member index is out of range or the member is not running.
     #[error("test etcd member {0} does not exist or is not running")]
     NoSuchMember(usize),
@@ -51,7 +59,9 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Starts one member and waits until it answers `/health`.
     pub fn start() -> Result<EtcdServer> {
-        Ok(EtcdServer { cluster: EtcdCluster::start(1)? })
+        Ok(EtcdServer {
+            cluster: EtcdCluster::start(1)?,
+        })
     }
 
     /// The client URL, e.g. `http://127.0.0.1:41235`.
@@ -149,7 +159,9 @@ impl EtcdCluster {
             }
         }
         let leader = leader.ok_or(Error::NoLeader)?;
-        ids.iter().position(|id| *id == Some(leader)).ok_or(Error::NoLeader)
+        ids.iter()
+            .position(|id| *id == Some(leader))
+            .ok_or(Error::NoLeader)
     }
 
     /// Kills member `i` with SIGKILL; its data stays for [`EtcdCluster::restart_member`].
@@ -194,8 +206,11 @@ impl EtcdCluster {
                 }
             })
             .collect();
-        let initial_cluster =
-            members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
         for member in &mut members {
             member.args = [
                 ("--name", member.name.as_str()),
@@ -306,16 +321,27 @@ fn is_healthy(addr: SocketAddr) -> bool {
 
 /// Distinct ports that were free a moment ago (all bound at once so none is handed out twice).
 fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners =
-        (0..n).map(|_| TcpListener::bind(("127.0.0.1", 0))).collect::<std::io::Result<Vec<_>>>()?;
-    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
 }
 
 /// A cluster token no other run shares, so members of a crashed earlier run never join this cluster.
 fn unique_token() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-    format!("rkube-test-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "rkube-test-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn lost_port_race(error: &Error) -> bool {
