@@ -10,14 +10,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rkube_store::etcd::EtcdBackend;
@@ -25,33 +22,12 @@ use rkube_store::sqlite::{SqliteBackend, SqliteOptions};
 use rkube_store::testing::{EtcdCluster, EtcdServer};
 use rkube_store::{Backend, Revision, WriteResult};
 use support::backends::wait_until;
+use support::child::{Ack, assert_acknowledged_writes_present, run_child, write_and_report};
 
 /// Carries the database path to the child; its absence makes [`durability_child`] a no-op.
 const CHILD_DB: &str = "RKUBE_DURABILITY_CHILD_DB";
 /// Makes each round's keys distinct.
 const CHILD_ROUND: &str = "RKUBE_DURABILITY_CHILD_ROUND";
-/// A child orphaned by a crashed parent stops on its own after this long.
-const CHILD_LIFETIME: Duration = Duration::from_secs(120);
-
-/// One acknowledged write as the child reports it: `ack <key> <revision> <value>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Ack {
-    key: String,
-    revision: Revision,
-    value: String,
-}
-
-impl Ack {
-    fn parse(line: &str) -> Option<Ack> {
-        let mut parts = line.strip_prefix("ack ")?.split(' ');
-        let (key, revision, value) = (parts.next()?, parts.next()?, parts.next()?);
-        Some(Ack {
-            key: key.into(),
-            revision: revision.parse().ok()?,
-            value: value.into(),
-        })
-    }
-}
 
 #[test]
 #[ignore = "the child process of sqlite_acknowledged_writes_survive_sigkill; started by it"]
@@ -63,153 +39,55 @@ fn durability_child() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(child_writes(PathBuf::from(path), round));
-}
-
-/// Eight writers, each cycling through its own 50 keys (create, then guarded updates), reporting each
-/// acknowledgement on stdout — flushed before the next write starts, so a reported write was acknowledged.
-async fn child_writes(path: PathBuf, round: String) {
-    let store = Arc::new(
-        SqliteBackend::open(&path, SqliteOptions::default())
+    runtime.block_on(async {
+        let store = SqliteBackend::open(Path::new(&path), SqliteOptions::default())
             .await
-            .expect("child: open store"),
-    );
-    let stdout = Arc::new(std::sync::Mutex::new(std::io::stdout()));
-    let started = Instant::now();
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..8 {
-        let (store, stdout, round) = (store.clone(), stdout.clone(), round.clone());
-        writers.spawn(async move {
-            let mut mod_revisions: BTreeMap<String, Revision> = BTreeMap::new();
-            for seq in 0u64.. {
-                if started.elapsed() > CHILD_LIFETIME {
-                    return;
-                }
-                let key = format!("/durable/{round}/{w}/{}", seq % 50);
-                let value = format!("{round}-{w}-{seq}");
-                let result = match mod_revisions.get(&key) {
-                    None => store.create(key.as_bytes(), Bytes::from(value.clone())).await,
-                    Some(&expected) => {
-                        store
-                            .update(key.as_bytes(), Bytes::from(value.clone()), expected)
-                            .await
-                    }
-                };
-                let revision = match result.expect("child: write") {
-                    WriteResult::Done { revision, .. } => revision,
-                    WriteResult::Conflict { current } => {
-                        panic!("child: nobody else writes {key}: {current:?}")
-                    }
-                };
-                mod_revisions.insert(key.clone(), revision);
-                let mut out = stdout.lock().unwrap();
-                // The parent is gone (broken pipe): stop.
-                if writeln!(out, "ack {key} {revision} {value}")
-                    .and_then(|()| out.flush())
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-    writers.join_all().await;
-}
-
-/// Starts the child on `path` and reads its acknowledgements until `kill_after` of them, SIGKILLs it, and
-/// returns every acknowledgement it printed (complete lines only) before it died.
-fn run_child_and_kill(path: &Path, round: usize, kill_after: usize) -> Vec<Ack> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "durability_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DB, path)
-        .env(CHILD_ROUND, round.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the child");
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut acks = Vec::new();
-    let mut line = String::new();
-    let mut killed = false;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).expect("read the child's output") == 0 {
-            break;
-        }
-        // A line cut off by the kill has no newline: that write was not reported.
-        if let Some(ack) = line.strip_suffix('\n').and_then(Ack::parse) {
-            acks.push(ack);
-        }
-        if !killed && acks.len() >= kill_after {
-            child.kill().expect("SIGKILL the child");
-            killed = true;
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        killed,
-        "the child exited ({status}) after only {} acknowledgements",
-        acks.len()
-    );
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "the child died of SIGKILL, not on its own: {status}"
-    );
-    acks
+            .expect("child: open");
+        write_and_report(Arc::new(store), &round).await;
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    // The latest acknowledged write of every key, over all rounds.
-    let mut latest: BTreeMap<String, Ack> = BTreeMap::new();
-    let mut all_acks = 0;
+    let mut all_acks: Vec<Ack> = Vec::new();
     let mut floor: Revision = 0;
     for round in 0..3 {
-        let child_path = path.clone();
-        let acks = tokio::task::spawn_blocking(move || run_child_and_kill(&child_path, round, 1500))
-            .await
-            .unwrap();
-        all_acks += acks.len();
-        for ack in acks {
-            latest.insert(ack.key.clone(), ack);
-        }
+        let env = [
+            (CHILD_DB, path.display().to_string()),
+            (CHILD_ROUND, round.to_string()),
+        ];
+        let run = tokio::task::spawn_blocking(move || {
+            run_child("durability_child", &env, |acks, _| acks.len() >= 1500)
+        })
+        .await
+        .unwrap();
+        assert!(
+            run.killed,
+            "the child exited ({}) early: {:?}",
+            run.status, run.errors
+        );
+        assert_eq!(
+            run.status.signal(),
+            Some(9),
+            "the child died of SIGKILL, not on its own"
+        );
+        assert!(
+            run.errors.is_empty(),
+            "writes failed in the child: {:?}",
+            run.errors
+        );
+        all_acks.extend(run.acks);
 
         let store = SqliteBackend::open(&path, SqliteOptions::default())
             .await
             .expect("reopen after SIGKILL");
-        let current = store.current_revision().await.unwrap();
-        let max_acked = latest.values().map(|a| a.revision).max().unwrap();
-        assert!(
-            current >= max_acked,
-            "round {round}: revision {current} is below acknowledged {max_acked}"
-        );
+        let current = assert_acknowledged_writes_present(&store, &all_acks).await;
         assert!(
             current >= floor,
             "round {round}: revision went backwards from {floor} to {current}"
         );
-        floor = current;
-        for ack in latest.values() {
-            let kv = store.get(ack.key.as_bytes(), ack.revision).await.unwrap();
-            let kv = kv.unwrap_or_else(|| panic!("round {round}: acknowledged {ack:?} is missing"));
-            assert_eq!(
-                (kv.mod_revision, &kv.value[..]),
-                (ack.revision, ack.value.as_bytes()),
-                "{ack:?}"
-            );
-            let now = store.get(ack.key.as_bytes(), 0).await.unwrap().unwrap();
-            assert!(
-                now.mod_revision >= ack.revision,
-                "{ack:?} was rolled back to {now:?}"
-            );
-        }
         // The store goes on from where it was.
         let result = store
             .create(format!("/after/{round}").as_bytes(), Bytes::from_static(b"x"))
@@ -218,9 +96,9 @@ async fn sqlite_acknowledged_writes_survive_sigkill() {
             WriteResult::Done { revision, .. } => assert_eq!(revision, current + 1),
             WriteResult::Conflict { current } => panic!("fresh key exists: {current:?}"),
         }
-        floor += 1;
+        floor = current + 1;
     }
-    assert!(all_acks >= 4500);
+    assert!(all_acks.len() >= 4500);
 }
 
 /// Writers creating fresh keys through `store`s until `stop`; returns acknowledged (key, revision, value)

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod child;
 pub mod history;
 pub mod linearizability;
