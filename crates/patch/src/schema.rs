@@ -156,6 +156,25 @@ impl<'a> SchemaNode<'a> {
         }
     }
 
+    /// Whether the field `key` exists even in an empty object of this schema, the way a Go struct encodes
+    /// its non-pointer and non-`omitempty` fields: it is `required`, or has an object or list `default`
+    /// (which the Kubernetes OpenAPI gives non-pointer struct fields). Server-side apply's "added" field
+    /// sets leave such fields out as members of their own, as kube-apiserver's do.
+    pub(crate) fn present_when_empty(self, key: &str) -> bool {
+        let required = self
+            .resolved
+            .get("required")
+            .and_then(Value::as_array)
+            .is_some_and(|r| r.iter().any(|k| k.as_str() == Some(key)));
+        required
+            || self
+                .resolved
+                .get("properties")
+                .and_then(|p| p.get(key))
+                .and_then(|site| site.get("default"))
+                .is_some_and(|d| d.is_object() || d.is_array())
+    }
+
     /// Whether an object of this schema is replaced as a whole (`x-kubernetes-map-type: atomic`).
     pub(crate) fn is_atomic_map(self) -> bool {
         self.map_type() == Some("atomic")

@@ -4,7 +4,13 @@
 
 use serde_json::{Map, Value, json};
 
+/// A property holding a pointer (optional) struct: no default.
 fn r(name: &str) -> Value {
+    json!({"allOf": [{"$ref": format!("#/components/schemas/{name}")}]})
+}
+
+/// A property holding a non-pointer struct: Kubernetes' OpenAPI gives it `default: {}`.
+fn rd(name: &str) -> Value {
     json!({"allOf": [{"$ref": format!("#/components/schemas/{name}")}], "default": {}})
 }
 
@@ -74,8 +80,8 @@ pub(crate) fn components() -> Map<String, Value> {
     def(
         "io.k8s.api.apps.v1.Deployment",
         json!({"type": "object", "properties": {
-            "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": r(META),
-            "spec": r("io.k8s.api.apps.v1.DeploymentSpec"), "status": r("io.k8s.api.apps.v1.DeploymentStatus")}}),
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": rd(META),
+            "spec": rd("io.k8s.api.apps.v1.DeploymentSpec"), "status": rd("io.k8s.api.apps.v1.DeploymentStatus")}}),
     );
     def(
         "io.k8s.api.apps.v1.DeploymentSpec",
@@ -83,7 +89,7 @@ pub(crate) fn components() -> Map<String, Value> {
             "replicas": {"type": "integer", "format": "int32"},
             "minReadySeconds": {"type": "integer"}, "paused": {"type": "boolean"},
             "selector": r("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
-            "template": r("io.k8s.api.core.v1.PodTemplateSpec"),
+            "template": rd("io.k8s.api.core.v1.PodTemplateSpec"),
             "strategy": {"allOf": [{"$ref": "#/components/schemas/io.k8s.api.apps.v1.DeploymentStrategy"}],
                 "default": {}, "x-kubernetes-patch-strategy": "retainKeys"}}}),
     );
@@ -109,13 +115,13 @@ pub(crate) fn components() -> Map<String, Value> {
     );
     def(
         "io.k8s.api.core.v1.PodTemplateSpec",
-        json!({"type": "object", "properties": {"metadata": r(META), "spec": r("io.k8s.api.core.v1.PodSpec")}}),
+        json!({"type": "object", "properties": {"metadata": rd(META), "spec": rd("io.k8s.api.core.v1.PodSpec")}}),
     );
     def(
         "io.k8s.api.core.v1.Pod",
         json!({"type": "object", "properties": {
-            "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": r(META),
-            "spec": r("io.k8s.api.core.v1.PodSpec"), "status": {"type": "object"}}}),
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": rd(META),
+            "spec": rd("io.k8s.api.core.v1.PodSpec"), "status": {"type": "object"}}}),
     );
     def(
         "io.k8s.api.core.v1.PodSpec",
@@ -144,7 +150,7 @@ pub(crate) fn components() -> Map<String, Value> {
                 "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["containerPort", "protocol"],
                 "x-kubernetes-patch-merge-key": "containerPort", "x-kubernetes-patch-strategy": "merge"},
             "volumeMounts": map_list("io.k8s.api.core.v1.VolumeMount", &["mountPath"], "mountPath"),
-            "resources": r("io.k8s.api.core.v1.ResourceRequirements")}}),
+            "resources": rd("io.k8s.api.core.v1.ResourceRequirements")}}),
     );
     def(
         "io.k8s.api.core.v1.EnvVar",
@@ -193,8 +199,8 @@ pub(crate) fn components() -> Map<String, Value> {
     def(
         "io.k8s.api.core.v1.Service",
         json!({"type": "object", "properties": {
-            "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": r(META),
-            "spec": r("io.k8s.api.core.v1.ServiceSpec")}}),
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": rd(META),
+            "spec": rd("io.k8s.api.core.v1.ServiceSpec")}}),
     );
     def(
         "io.k8s.api.core.v1.ServiceSpec",
