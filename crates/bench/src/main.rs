@@ -1,1 +1,33 @@
-fn main() {}
+//! rkube-bench: rkube's benchmarks. Each subcommand measures one part of the system, prints
+//! human-readable lines and then, as its last line, one JSON object with the results (for scripts and CI).
+//!
+//! Start reading at [`Command`]: one module per subcommand (`store` today; `api`, `scheduler`,
+//! `pod-startup` later), each with its own clap `Args` and an async `run`.
+
+use clap::{Parser, Subcommand};
+
+mod store;
+
+#[derive(Parser)]
+#[command(
+    name = "rkube-bench",
+    about = "rkube benchmarks; the last line of output is one JSON object"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The key-value store: guarded writes, reads and watch fan-out against SQLite or etcd.
+    Store(store::StoreArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Store(args) => runtime.block_on(store::run(args)),
+    }
+}
