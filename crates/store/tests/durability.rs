@@ -180,7 +180,7 @@ async fn etcd_member_sigkilled_and_restarted_keeps_acknowledged_writes() {
         .expect("start etcd");
     let store = Arc::new(EtcdBackend::connect(&[server.endpoint()]).await.unwrap());
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
-    let writers = spawn_writers(&[store.clone()], 8, &stop, &acked);
+    let writers = spawn_writers(std::slice::from_ref(&store), 8, &stop, &acked);
     acked_at_least(&acked, 300, "300 writes were acknowledged").await;
     server.kill();
     let server = tokio::task::spawn_blocking(move || server.restart().map(|()| server))
