@@ -456,7 +456,7 @@ impl Backend for EtcdBackend {
             last_delivered: 0,
             synced: false,
             progress: ProgressState::Idle,
-            sent_since_tick: false,
+            last_sent: Instant::now(),
         };
         tokio::spawn(task.run(stream, req.start_revision, created_revision));
         Ok(Watch::from_channel(rx))
@@ -695,8 +695,8 @@ struct WatchTask {
     /// The etcd watcher has caught up with the store (so etcd's progress answers apply to it).
     synced: bool,
     progress: ProgressState,
-    /// Something was sent to the consumer since the last progress tick.
-    sent_since_tick: bool,
+    /// When the consumer was last sent something.
+    last_sent: Instant,
 }
 
 impl WatchTask {
@@ -735,11 +735,12 @@ impl WatchTask {
                     }
                 }
                 _ = ticker.tick(), if self.progress_interval.is_some() => {
-                    let idle = !self.sent_since_tick && self.progress == ProgressState::Idle;
+                    // Half a period of silence is enough: the answer takes two round trips, and a
+                    // mark sent just after the previous tick must not make us skip a whole period.
+                    let idle = self.last_sent.elapsed() >= period / 2 && self.progress == ProgressState::Idle;
                     if idle && self.synced && stream.request_progress().await.is_ok() {
                         self.progress = ProgressState::Requested;
                     }
-                    self.sent_since_tick = false;
                 }
             }
         }
@@ -784,7 +785,7 @@ impl WatchTask {
             // etcd's own periodic notification: ordered with this watcher's events, and sent only to a
             // watcher that has caught up.
             self.synced = true;
-            if self.progress_interval.is_some() && revision > self.last_delivered {
+            if self.progress_interval.is_some() && revision >= self.last_delivered {
                 self.deliver(WatchMessage::Progress(revision)).await?;
                 self.last_delivered = revision;
             }
@@ -802,7 +803,7 @@ impl WatchTask {
             }
             ProgressState::Confirming(candidate) => {
                 self.progress = ProgressState::Idle;
-                if candidate > self.last_delivered {
+                if candidate >= self.last_delivered {
                     self.deliver(WatchMessage::Progress(candidate)).await?;
                     self.last_delivered = candidate;
                 }
@@ -813,7 +814,7 @@ impl WatchTask {
 
     /// Hands a message to the consumer; a consumer whose buffer stays full for the grace period is cut off.
     async fn deliver(&mut self, message: WatchMessage) -> Result<(), End> {
-        self.sent_since_tick = true;
+        self.last_sent = Instant::now();
         match self.tx.try_send(Ok(message)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(End::Dropped),

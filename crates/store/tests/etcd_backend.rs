@@ -606,3 +606,39 @@ async fn three_member_cluster_survives_losing_its_leader() {
         (&b"/ha/after"[..], after)
     );
 }
+
+/// A gauge from the member's Prometheus `/metrics` page.
+fn metric(endpoint: &str, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to etcd's metrics");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("etcd reports no {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_watch_cancels_it_in_etcd() {
+    let server = EtcdServer::start().unwrap();
+    let store = backend(&server).await;
+    let watchers = || metric(&server.endpoint(), "etcd_debugging_mvcc_watcher_total");
+    assert_eq!(watchers(), 0.0);
+    let watch = store
+        .watch(WatchRequest {
+            prefix: "/d/".into(),
+            start_revision: 0,
+            progress_interval: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(watchers(), 1.0, "the watch exists in etcd once watch() returns");
+    drop(watch);
+    let deadline = Instant::now() + DEADLINE;
+    while watchers() != 0.0 {
+        assert!(Instant::now() < deadline, "etcd still has the dropped watch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
