@@ -684,3 +684,72 @@ fn without_a_schema_objects_merge_and_lists_are_atomic() {
     let err = server_side_apply(Some(&edited), &crd(json!([1, 2])), "kubectl", false, None, NOW).unwrap_err();
     assert_eq!(conflicts(err)[0].field, ".spec.items");
 }
+
+#[test]
+fn conflicts_with_another_applier_name_it_without_version() {
+    let c = components();
+    let live =
+        stored(server_side_apply(None, &config(2, "nginx:1.25"), "one", false, schema(&c), NOW).unwrap());
+    let err = server_side_apply(
+        Some(&live),
+        &config(3, "nginx:1.25"),
+        "two",
+        false,
+        schema(&c),
+        NOW,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Apply failed with 1 conflict: conflict with \"one\": .spec.replicas"
+    );
+    let conflict = &conflicts(err)[0];
+    assert_eq!(
+        (conflict.operation.as_str(), conflict.api_version.as_str()),
+        ("Apply", "apps/v1")
+    );
+}
+
+#[test]
+fn a_null_in_the_configuration_removes_the_field() {
+    let c = components();
+    let mut first = config(2, "nginx:1.25");
+    first["spec"]["paused"] = json!(true);
+    let live = stored(server_side_apply(None, &first, "kubectl", false, schema(&c), NOW).unwrap());
+    let mut next = config(2, "nginx:1.25");
+    next["spec"]["paused"] = Value::Null;
+    let applied = server_side_apply(Some(&live), &next, "kubectl", false, schema(&c), LATER).unwrap();
+    assert!(applied["spec"].get("paused").is_none(), "{}", applied["spec"]);
+}
+
+#[test]
+fn port_keys_default_their_protocol_even_when_the_schema_does_not_say() {
+    // Schemas generated from k8s-openapi carry no `default: TCP` on ports' protocol.
+    let mut c = components();
+    let port = c.get_mut("io.k8s.api.core.v1.ContainerPort").unwrap();
+    port["properties"]["protocol"]
+        .as_object_mut()
+        .unwrap()
+        .remove("default");
+    let created =
+        server_side_apply(None, &config(2, "nginx:1.25"), "kubectl", false, schema(&c), NOW).unwrap();
+    let nginx = &fields_of(&created, "kubectl")["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"nginx\"}"];
+    assert!(
+        nginx["f:ports"]
+            .get("k:{\"containerPort\":80,\"protocol\":\"TCP\"}")
+            .is_some(),
+        "{nginx}"
+    );
+    // An explicit UDP port is another element.
+    let mut udp = config(2, "nginx:1.25");
+    udp["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{"containerPort": 80}, {"containerPort": 80, "protocol": "UDP"}]);
+    let both = server_side_apply(Some(&created), &udp, "kubectl", false, schema(&c), NOW).unwrap();
+    assert_eq!(
+        both["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -22,6 +22,12 @@ fn present(value: Option<&Value>) -> Option<&Value> {
     value.filter(|v| !v.is_null())
 }
 
+/// Defaults of list-map key fields that Kubernetes' own OpenAPI declares (`+default="TCP"` on every
+/// `protocol` of a port list keyed by port and protocol) but schemas generated from k8s-openapi lack; a
+/// `default` in the schema takes precedence.
+static KEY_DEFAULTS: std::sync::LazyLock<[(&str, Value); 1]> =
+    std::sync::LazyLock::new(|| [("protocol", Value::from("TCP"))]);
+
 /// The identity of a list element, or `None` if it has none (a list-map element missing a key field that
 /// has no default in the schema).
 fn element_id(kind: &ListKind<'_>, items: Option<SchemaNode<'_>>, element: &Value) -> Option<PathElement> {
@@ -32,11 +38,13 @@ fn element_id(kind: &ListKind<'_>, items: Option<SchemaNode<'_>>, element: &Valu
             let object = element.as_object()?;
             let mut fields = Vec::with_capacity(keys.len());
             for &key in keys {
-                let value = present(object.get(key)).or_else(|| {
-                    items
-                        .and_then(|i| i.property(key))
-                        .and_then(SchemaNode::default_value)
-                })?;
+                let value = present(object.get(key))
+                    .or_else(|| {
+                        items
+                            .and_then(|i| i.property(key))
+                            .and_then(SchemaNode::default_value)
+                    })
+                    .or_else(|| KEY_DEFAULTS.iter().find(|(k, _)| *k == key).map(|(_, v)| v))?;
                 fields.push((key, value));
             }
             Some(PathElement::key(fields))
