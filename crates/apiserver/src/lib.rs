@@ -23,7 +23,9 @@ pub mod subresources;
 pub mod watch;
 
 pub mod alloc;
+pub mod auth;
 pub mod tables;
+pub mod tls;
 pub mod validation;
 
 use std::net::IpAddr;
@@ -88,6 +90,7 @@ pub struct ApiState {
     pub(crate) discovery: discovery::Discovery,
     pub(crate) caches: Arc<cache::Caches>,
     pub(crate) openapi: rkube_openapi::OpenApi,
+    pub(crate) services: parking_lot::Mutex<admission::ServiceAllocators>,
     version: Bytes,
     ready: AtomicBool,
 }
@@ -123,8 +126,17 @@ impl ApiState {
         tokio::spawn(caches.clone().run(store.clone(), loaded_tx));
         loaded_rx.await.map_err(|_| StartError::CacheLoad)?;
         let openapi = rkube_openapi::OpenApi::build(&registry.kind_schemas());
+        let mut services =
+            admission::ServiceAllocators::new(&options.service_cidr, options.node_port_range.clone())
+                .map_err(StartError::InvalidOption)?;
+        if let Some(cache) = caches.resource("services") {
+            for svc in cache.list("", None, 0, |_| true).items {
+                services.restore(&svc.value);
+            }
+        }
         Ok(Arc::new(ApiState {
             openapi,
+            services: parking_lot::Mutex::new(services),
             store,
             options,
             registry,

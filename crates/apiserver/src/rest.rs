@@ -661,16 +661,14 @@ pub(crate) async fn create_object(
     let allocation = admission::allocate(state, kind, &mut obj, None)?;
     admission::track_managed_fields(state, kind, None, &mut obj, params);
     if params.dry_run {
-        allocation.release();
+        allocation.release(state);
         let mut o = CachedObject::from_value(key, &mut obj, 0);
         remove_resource_version(&mut o);
         return Ok(Written::DryRun(Arc::new(o)));
     }
     let result = store_create(state, kind, &key, obj).await;
     if result.is_err() {
-        allocation.release();
-    } else {
-        allocation.commit();
+        allocation.release(state);
     }
     let _ = warnings;
     result
@@ -740,6 +738,7 @@ pub(crate) fn prepare_update(
     old: &Arc<CachedObject>,
     status_only: bool,
     params: &Params,
+    allocations: &mut Vec<admission::Allocation>,
 ) -> Result<Decision, ApiError> {
     let name = old.value["metadata"]["name"]
         .as_str()
@@ -783,7 +782,7 @@ pub(crate) fn prepare_update(
     };
     defaults::apply(kind.group, kind.kind, &mut new);
     admission::validate(kind, &new, Some(&old.value))?;
-    admission::check_update(state, kind, &new, &old.value)?;
+    allocations.push(admission::allocate(state, kind, &mut new, Some(&old.value))?);
     admission::track_managed_fields(state, kind, Some(&old.value), &mut new, params);
     if same_object(&new, &old.value) {
         return Ok(Decision::Unchanged);
@@ -850,12 +849,52 @@ pub(crate) async fn update_object(
             Err(e) => return Err(e),
         }
     }
-    let written = guaranteed_update(state, kind, &key, req.params.dry_run, |current| {
-        let current = current.ok_or_else(|| not_found(kind, &name))?;
-        prepare_update(state, kind, body.clone(), current, status_only, &req.params)
+    let written = update_existing(state, kind, &key, &name, &req.params, status_only, |_| {
+        Ok(body.clone())
     })
     .await?;
     Ok((written, false))
+}
+
+/// A read-modify-write of an existing object: `make` builds the client's new object from the current one,
+/// then the update rules apply; ClusterIPs/NodePorts taken by attempts that were not stored are given back,
+/// and those the stored object no longer holds are released.
+pub(crate) async fn update_existing<F>(
+    state: &ApiState,
+    kind: &Kind,
+    key: &str,
+    name: &str,
+    params: &Params,
+    status_only: bool,
+    mut make: F,
+) -> Result<Written, ApiError>
+where
+    F: FnMut(&Arc<CachedObject>) -> Result<Value, ApiError>,
+{
+    let mut allocations = Vec::new();
+    let mut last_old: Option<Arc<CachedObject>> = None;
+    let result = guaranteed_update(state, kind, key, params.dry_run, |current| {
+        let current = current.ok_or_else(|| not_found(kind, name))?;
+        last_old = Some(current.clone());
+        let new = make(current)?;
+        prepare_update(state, kind, new, current, status_only, params, &mut allocations)
+    })
+    .await;
+    match &result {
+        Ok(Written::Stored(new)) => {
+            if let Some(old) = &last_old {
+                admission::release_unused(state, kind, &old.value, &new.value);
+            }
+            // The last attempt's allocation is the one stored: it stays taken.
+            drop(allocations.pop());
+        }
+        Ok(Written::Deleted(obj)) => admission::release(state, kind, &obj.value),
+        _ => {}
+    }
+    for a in allocations {
+        a.release(state);
+    }
+    result
 }
 
 /// The options of a delete, from the body (`DeleteOptions`) and the query.

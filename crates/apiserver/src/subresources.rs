@@ -14,7 +14,7 @@ use crate::registry::Kind;
 use crate::request::{BodyFormat, Verb};
 use crate::rest::{
     self, ApiRequest, Decision, DeleteOptions, Written, decode_object, guaranteed_update, not_found,
-    object_key, prepare_update, read,
+    object_key, read, update_existing,
 };
 use crate::selectors::LabelSelector;
 use crate::status::ApiError;
@@ -147,12 +147,10 @@ pub async fn patch(
     let key = object_key(req.info.namespace.as_deref(), &name);
     let status_only = sub == Some("status");
     let mut warnings = Vec::new();
-    let written = guaranteed_update(state, kind, &key, req.params.dry_run, |current| {
-        let current = current.ok_or_else(|| not_found(kind, &name))?;
+    let written = update_existing(state, kind, &key, &name, &req.params, status_only, |current| {
         warnings.clear();
         let patched = apply_patch(state, kind, format, &current.value, &patch_doc)?;
-        let patched = decode_object(state, kind, patched, &req.params, &mut warnings)?;
-        prepare_update(state, kind, patched, current, status_only, &req.params)
+        decode_object(state, kind, patched, &req.params, &mut warnings)
     })
     .await?;
     Ok(json_response(
@@ -197,8 +195,7 @@ async fn scale(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Result<R
         .as_ref()
         .map_err(|e| ApiError::UnsupportedMediaType(e.to_string()))?;
     let body = req.decode_body()?;
-    let written = guaranteed_update(state, kind, &key, req.params.dry_run, |current| {
-        let current = current.ok_or_else(|| not_found(kind, &name))?;
+    let written = update_existing(state, kind, &key, &name, &req.params, false, |current| {
         let scale = scale_of(&current.value);
         let new_scale = if req.info.verb == Verb::Patch {
             let scale_kind = kind; // patches of a Scale use its (schema-less) shape: lists never occur
@@ -229,7 +226,7 @@ async fn scale(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Result<R
         }
         let mut obj = current.value.clone();
         obj["spec"]["replicas"] = json!(replicas);
-        prepare_update(state, kind, obj, current, false, &req.params)
+        Ok(obj)
     })
     .await?;
     Ok(reply(&written.object().value))
