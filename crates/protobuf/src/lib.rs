@@ -166,7 +166,9 @@ fn decode_message(message: &'static Message, bytes: &[u8]) -> Result<Map<String,
         if field.repeated {
             push(&mut object, field.json, value.unwrap_or(Value::Null));
         } else if let Some(value) = value {
-            if field.keep_zero || !is_zero(&value) || matches!(field.ty, Type::Message(_)) {
+            // Only scalars have Go zero values standing for "unset"; a message on the wire (including
+            // IntOrString 0 and Quantity "0") was set, and Go's JSON never omits struct fields.
+            if field.keep_zero || !is_scalar(field.ty) || !is_zero(&value) {
                 object.insert(field.json.into(), value);
             } else {
                 object.remove(field.json);
@@ -180,6 +182,13 @@ fn push(object: &mut Map<String, Value>, key: &'static str, value: Value) {
     if let Value::Array(items) = object.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
         items.push(value);
     }
+}
+
+fn is_scalar(ty: Type) -> bool {
+    matches!(
+        ty,
+        Type::String | Type::Bool | Type::Int32 | Type::Int64 | Type::Double | Type::Bytes
+    )
 }
 
 fn is_packable(ty: Type) -> bool {
