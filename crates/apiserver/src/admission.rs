@@ -45,14 +45,72 @@ pub(crate) fn validate(kind: &Kind, obj: &Value, old: Option<&Value>) -> Result<
     Err(crate::rest::invalid(kind, obj, causes))
 }
 
-/// Records a write by `fieldManager` in `metadata.managedFields`.
+/// The schema of a kind for strategic merge patch and apply.
+pub(crate) fn schema<'a>(state: &'a ApiState, kind: &Kind) -> Option<rkube_patch::SchemaNode<'a>> {
+    let name = state
+        .openapi
+        .definition_name(kind.group, kind.version, kind.kind)?;
+    rkube_patch::SchemaNode::for_definition(state.openapi.components(), name)
+}
+
+/// Records a write by `fieldManager` in `metadata.managedFields` (writes without a manager are not
+/// tracked: field ownership only matters between named managers, and tracking costs every write).
 pub(crate) fn track_managed_fields(
-    _state: &ApiState,
-    _kind: &Kind,
-    _old: Option<&Value>,
-    _new: &mut Value,
-    _params: &Params,
+    state: &ApiState,
+    kind: &Kind,
+    old: Option<&Value>,
+    new: &mut Value,
+    params: &Params,
 ) {
+    if let Some(manager) = params.field_manager.as_deref().filter(|m| !m.is_empty()) {
+        rkube_patch::apply::track_update(old, new, manager, schema(state, kind), &crate::rest::now());
+    }
+}
+
+/// Server-side apply of `applied` over `live` as `params.field_manager`; conflicts are 409.
+pub(crate) fn server_side_apply(
+    state: &ApiState,
+    kind: &Kind,
+    live: Option<&Value>,
+    applied: &Value,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let manager = params
+        .field_manager
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "meta.k8s.io",
+                "PatchOptions",
+                "",
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch",
+            )
+        })?;
+    rkube_patch::apply::server_side_apply(
+        live,
+        applied,
+        manager,
+        params.force,
+        schema(state, kind),
+        &crate::rest::now(),
+    )
+    .map_err(|e| match e {
+        rkube_patch::apply::ApplyError::Conflict(conflicts) => ApiError::ApplyConflict {
+            message: rkube_patch::apply::ApplyError::Conflict(conflicts.clone()).to_string(),
+            causes: conflicts
+                .iter()
+                .map(|c| Cause {
+                    reason: "FieldManagerConflict".into(),
+                    field: c.field.clone(),
+                    message: format!("conflict with {}", c.manager_description()),
+                })
+                .collect(),
+        },
+        rkube_patch::apply::ApplyError::Invalid(msg) => ApiError::BadRequest(msg),
+    })
 }
 
 /// The ClusterIP and NodePort allocators, rebuilt from the stored Services at start.

@@ -9,6 +9,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::ApiState;
+use crate::admission;
 use crate::output::{self, json_response};
 use crate::registry::Kind;
 use crate::request::{BodyFormat, Verb};
@@ -93,11 +94,7 @@ fn apply_patch(
         BodyFormat::MergePatch => rkube_patch::merge_patch(original, patch),
         BodyFormat::JsonPatch => rkube_patch::json_patch(original, patch),
         BodyFormat::StrategicMergePatch => {
-            let schema = state
-                .openapi
-                .definition_name(kind.group, kind.version, kind.kind)
-                .and_then(|name| rkube_patch::SchemaNode::for_definition(state.openapi.components(), name));
-            rkube_patch::strategic_merge_patch(original, patch, schema)
+            rkube_patch::strategic_merge_patch(original, patch, admission::schema(state, kind))
         }
         _ => {
             return Err(ApiError::UnsupportedMediaType(
@@ -137,20 +134,73 @@ pub async fn patch(
         .as_ref()
         .map_err(|e| ApiError::UnsupportedMediaType(e.to_string()))?;
     let format = *format;
-    if format == BodyFormat::ApplyPatch {
-        return Err(ApiError::UnsupportedMediaType(
-            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
-                .to_string(),
-        ));
-    }
     let patch_doc = req.decode_body()?;
     let key = object_key(req.info.namespace.as_deref(), &name);
     let status_only = sub == Some("status");
     let mut warnings = Vec::new();
+    if format == BodyFormat::ApplyPatch {
+        return apply(state, kind, req, &key, &name, patch_doc, status_only).await;
+    }
     let written = update_existing(state, kind, &key, &name, &req.params, status_only, |current| {
         warnings.clear();
         let patched = apply_patch(state, kind, format, &current.value, &patch_doc)?;
         decode_object(state, kind, patched, &req.params, &mut warnings)
+    })
+    .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        output::object(kind, written.object(), req.output),
+        &warnings,
+    ))
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): creates the object when missing (201), else merges
+/// the configuration with field ownership; conflicts with other managers are 409 unless `force`.
+async fn apply(
+    state: &Arc<ApiState>,
+    kind: &Kind,
+    req: &ApiRequest,
+    key: &str,
+    name: &str,
+    config: Value,
+    status_only: bool,
+) -> Result<Response, ApiError> {
+    let mut warnings = Vec::new();
+    // The apply itself records the manager's fields; the update path must not record them again.
+    let mut params = req.params.clone();
+    params.field_manager = None;
+    if !status_only && read(state, kind, key).await?.is_none() {
+        let mut config = config.clone();
+        if config["metadata"]["name"].is_null() {
+            config["metadata"]["name"] = json!(name);
+        }
+        let created = admission::server_side_apply(state, kind, None, &config, &req.params)?;
+        let created = decode_object(state, kind, created, &req.params, &mut warnings)?;
+        match rest::create_object(
+            state,
+            kind,
+            req.info.namespace.as_deref(),
+            created,
+            &params,
+            &mut warnings,
+        )
+        .await
+        {
+            Ok(w) => {
+                return Ok(json_response(
+                    StatusCode::CREATED,
+                    output::object(kind, w.object(), req.output),
+                    &warnings,
+                ));
+            }
+            Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let written = update_existing(state, kind, key, name, &params, status_only, |current| {
+        warnings.clear();
+        let merged = admission::server_side_apply(state, kind, Some(&current.value), &config, &req.params)?;
+        decode_object(state, kind, merged, &req.params, &mut warnings)
     })
     .await?;
     Ok(json_response(

@@ -573,3 +573,44 @@ async fn services_get_cluster_ips_and_node_ports() {
         .unwrap();
     assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
 }
+
+#[tokio::test]
+async fn server_side_apply_creates_tracks_owners_and_conflicts() {
+    let s = start().await;
+    let api = Api::<ConfigMap>::namespaced(s.client.clone(), "default");
+    let config =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "1"}});
+    let created = api
+        .patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(config.clone()))
+        .await
+        .unwrap();
+    assert_eq!(created.data.unwrap()["k"], "1");
+    let managers: Vec<String> = created
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(managers, ["alice"]);
+
+    let bob =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "2"}});
+    let conflict = api
+        .patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(bob.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&conflict, kube::Error::Api(e) if e.code == 409),
+        "{conflict:?}"
+    );
+    assert!(
+        conflict.to_string().contains("conflict with \"alice\""),
+        "{conflict}"
+    );
+    let forced = api
+        .patch("ssa", &PatchParams::apply("bob").force(), &Patch::Apply(bob))
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["k"], "2");
+}
