@@ -1,1 +1,58 @@
-fn main() {}
+//! The `rkube` binary: flag parsing and wiring only. Each subcommand lives in its own module
+//! (`server.rs` …); the work is done by the library crates. Invoked through a link named `kubectl`, the
+//! binary behaves as `rkube kubectl`.
+
+mod duration;
+mod kubectl;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rkube", version, about = "Kubernetes in one small binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server (and, later, the rest of the control plane and a node agent).
+    Server(server::ServerArgs),
+    /// The kubectl-compatible CLI (not implemented yet).
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let invoked_as = std::env::args_os().next().unwrap_or_default();
+    if kubectl::invoked_as_kubectl(&invoked_as) {
+        return kubectl::run();
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RKUBE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Kubectl { .. } => return kubectl::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("rkube: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
