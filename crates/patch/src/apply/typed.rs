@@ -72,16 +72,17 @@ fn collect_applied(
     match value {
         Value::Object(map) if !atomic_map(schema) => {
             for (key, child_value) in map {
-                let element = PathElement::Field(key.clone());
-                path.push(element.clone());
-                let child = node.child(element.clone());
-                collect_applied(child_value, schema.and_then(|s| s.field(key)), child, path)?;
+                path.push(PathElement::Field(key.clone()));
+                let mut child = FieldSet::default();
+                collect_applied(child_value, schema.and_then(|s| s.field(key)), &mut child, path)?;
                 let declared = schema.is_some_and(|s| s.declares(key));
                 if !declared || child_value.is_null() || child_value.as_object().is_some_and(Map::is_empty) {
                     child.member = true;
                 }
-                path.pop();
-                node.prune_empty_child(&element);
+                let element = path.pop().expect("pushed above");
+                if !child.is_empty() {
+                    node.children.insert(element, child);
+                }
             }
         }
         Value::Array(items) => {
@@ -186,6 +187,10 @@ fn compare_into(
     changed: &mut FieldSet,
     removed: &mut FieldSet,
 ) {
+    // Most of an object is unchanged by any one write; equal subtrees need no walk.
+    if old == new {
+        return;
+    }
     match (old, new) {
         (Value::Object(old), Value::Object(new)) if !atomic_map(schema) => {
             for (key, new_value) in new {
@@ -265,15 +270,22 @@ fn compare_child(
     changed: &mut FieldSet,
     removed: &mut FieldSet,
 ) {
-    compare_into(
-        old,
-        new,
-        schema,
-        changed.child(element.clone()),
-        removed.child(element.clone()),
-    );
-    changed.prune_empty_child(&element);
-    removed.prune_empty_child(&element);
+    // Built apart and attached only if non-empty: most children hold no change.
+    let (mut child_changed, mut child_removed) = (FieldSet::default(), FieldSet::default());
+    compare_into(old, new, schema, &mut child_changed, &mut child_removed);
+    match (child_changed.is_empty(), child_removed.is_empty()) {
+        (true, true) => {}
+        (false, true) => {
+            changed.children.insert(element, child_changed);
+        }
+        (true, false) => {
+            removed.children.insert(element, child_removed);
+        }
+        (false, false) => {
+            changed.children.insert(element.clone(), child_changed);
+            removed.children.insert(element, child_removed);
+        }
+    }
 }
 
 /// Merges an applied configuration into the live object (structured-merge-diff's `Merge`): objects field by
