@@ -3,9 +3,9 @@
 //! Every `compaction_interval` it raises the compacted revision to the newest revision that is both older
 //! than `compaction_min_age` and at least `compaction_min_revisions` behind the current one, then removes the
 //! rows that became unreachable in small steps *through the writer* (so there is never a second writer and
-//! no step holds the database for long). Every `checkpoint_interval` it checkpoints the WAL on its own
-//! connection (passively, so writes never wait); after a compaction it truncates the WAL and gives free pages
-//! back with `incremental_vacuum`, so neither file grows without bound under a steady update load.
+//! no step holds the database for long). After a compaction it has the writer truncate the WAL and give free
+//! pages back with `incremental_vacuum`, so neither file grows without bound under a steady update load (the
+//! writer itself checkpoints the WAL between batches as it goes).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,15 +53,10 @@ pub(super) fn run(shared: Arc<Shared>, writer: Sender<Request>, conn: Connection
     let mut next_compaction = Instant::now() + options.compaction_interval;
     loop {
         let now = Instant::now();
-        let wait = options
-            .checkpoint_interval
-            .min(next_compaction.saturating_duration_since(now));
+        let wait = next_compaction.saturating_duration_since(now);
         let Some(poked) = shared.wait_for_compactor(wait) else {
             return;
         };
-        if let Err(error) = checkpoint(&conn, "PASSIVE") {
-            tracing::debug!(%error, "passive WAL checkpoint failed");
-        }
         if !poked && Instant::now() < next_compaction {
             continue;
         }
@@ -100,7 +95,7 @@ fn compact_once(shared: &Shared, writer: &Sender<Request>, conn: &Connection) ->
     if !purged_any && target.is_none() {
         return Ok(());
     }
-    checkpoint(conn, "TRUNCATE")?;
+    ask(writer, Request::TruncateWal)?;
     // Give free pages back a slice at a time so no single write transaction runs long.
     for _ in 0..1024 {
         let free: i64 = conn.pragma_query_value(None, "freelist_count", |row| row.get(0))?;
@@ -109,20 +104,11 @@ fn compact_once(shared: &Shared, writer: &Sender<Request>, conn: &Connection) ->
         }
         ask(writer, |reply| Request::Vacuum(VACUUM_PAGES, reply))?;
     }
-    checkpoint(conn, "TRUNCATE")?;
+    ask(writer, Request::TruncateWal)?;
     Ok(())
 }
 
 const VACUUM_PAGES: u32 = 2048;
-
-fn checkpoint(conn: &Connection, mode: &str) -> Result<()> {
-    let sql = match mode {
-        "TRUNCATE" => "PRAGMA wal_checkpoint(TRUNCATE)",
-        _ => "PRAGMA wal_checkpoint(PASSIVE)",
-    };
-    conn.query_row(sql, [], |_| Ok(()))?;
-    Ok(())
-}
 
 /// Sends one request to the writer and waits for its answer.
 fn ask<T>(

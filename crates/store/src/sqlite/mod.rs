@@ -59,7 +59,8 @@ pub struct SqliteOptions {
     pub compaction_interval: Duration,
     /// How many revisions one compaction step (one short write transaction) covers.
     pub compaction_batch: i64,
-    /// How often the WAL is checkpointed into the database file (passively: writes never wait for it).
+    /// The WAL is copied into the database file at least this often while anything is written (and after
+    /// every 1000 revisions under load).
     pub checkpoint_interval: Duration,
     /// The most writes one transaction (one fsync) takes.
     pub max_batch: usize,

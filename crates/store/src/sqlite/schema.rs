@@ -69,7 +69,7 @@ pub(super) fn open_writer(path: &Path) -> Result<(Connection, Stored)> {
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
     }
     configure(&conn)?;
-    // The writer checkpoints nothing itself: the compactor thread does, off the commit path.
+    // The writer checkpoints between batches itself (see `Writer::maybe_checkpoint`), never inside a commit.
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
     if fresh {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;

@@ -46,6 +46,8 @@ pub(super) enum Request {
     Purge(oneshot::Sender<Result<bool>>),
     /// Give up to this many free pages back to the file system.
     Vacuum(u32, oneshot::Sender<Result<()>>),
+    /// Checkpoint the WAL and truncate it to zero bytes.
+    TruncateWal(oneshot::Sender<Result<()>>),
 }
 
 enum Outcome {
@@ -59,11 +61,24 @@ pub(super) struct Writer {
     conn: Connection,
     stored: Stored,
     shared: Arc<Shared>,
+    /// The current revision at the last checkpoint, and when that was.
+    checkpointed: Revision,
+    last_checkpoint: Instant,
 }
+
+/// A checkpoint at least this often under load: often enough that each one is short (a few ms) and the WAL
+/// stays a few MiB.
+const CHECKPOINT_EVERY_REVISIONS: Revision = 1000;
 
 impl Writer {
     pub fn new(conn: Connection, stored: Stored, shared: Arc<Shared>) -> Self {
-        Writer { conn, stored, shared }
+        Writer {
+            conn,
+            stored,
+            shared,
+            checkpointed: stored.current,
+            last_checkpoint: Instant::now(),
+        }
     }
 
     /// Serves requests until every sender is gone (the backend was dropped).
@@ -71,10 +86,20 @@ impl Writer {
         let max_batch = self.shared.options.max_batch.max(1);
         let mut batch = Vec::with_capacity(max_batch);
         while let Ok(first) = requests.recv() {
+            if let Request::TruncateWal(reply) = first {
+                let _ = reply.send(self.checkpoint(true));
+                continue;
+            }
             batch.push(first);
             let mut bytes = 0;
+            let mut truncate = None;
             while batch.len() < max_batch && bytes < MAX_BATCH_BYTES {
                 match requests.try_recv() {
+                    Ok(Request::TruncateWal(reply)) => {
+                        // Not part of a transaction: after this batch.
+                        truncate = Some(reply);
+                        break;
+                    }
                     Ok(request) => {
                         if let Request::Write(op, _) = &request {
                             bytes += op.key.len() + op.value.as_ref().map_or(0, Bytes::len);
@@ -85,7 +110,42 @@ impl Writer {
                 }
             }
             self.run_batch(&mut batch);
+            match truncate {
+                Some(reply) => drop(reply.send(self.checkpoint(true))),
+                None => self.maybe_checkpoint(),
+            }
         }
+    }
+
+    /// Copies the WAL into the database file every so many revisions (or every `checkpoint_interval` while
+    /// anything was written), between batches, after the callers have their answers. It runs here rather
+    /// than on another thread because only a checkpoint that no commit races can finish, and only a finished
+    /// one lets the next commit start the WAL over from its beginning: a checkpointer chasing a busy writer
+    /// never catches up, and the WAL would grow for as long as writes keep coming.
+    fn maybe_checkpoint(&mut self) {
+        let written = self.stored.current - self.checkpointed;
+        if written == 0
+            || written < CHECKPOINT_EVERY_REVISIONS
+                && self.last_checkpoint.elapsed() < self.shared.options.checkpoint_interval
+        {
+            return;
+        }
+        if let Err(error) = self.checkpoint(false) {
+            tracing::debug!(%error, "WAL checkpoint failed");
+        }
+    }
+
+    /// A passive checkpoint, or with `truncate` one that also empties the WAL file.
+    fn checkpoint(&mut self, truncate: bool) -> Result<()> {
+        let sql = if truncate {
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        } else {
+            "PRAGMA wal_checkpoint(PASSIVE)"
+        };
+        self.conn.query_row(sql, [], |_| Ok(()))?;
+        self.checkpointed = self.stored.current;
+        self.last_checkpoint = Instant::now();
+        Ok(())
     }
 
     /// Applies, commits and answers one batch; `batch` is left empty.
@@ -158,6 +218,7 @@ impl Writer {
                     &mut stored,
                     self.shared.options.compaction_batch.max(1),
                 )?),
+                Request::TruncateWal(_) => Outcome::Unit, // taken out of batches by `run`
                 Request::Vacuum(pages, _) => {
                     self.conn
                         .execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
@@ -203,7 +264,7 @@ fn answer(request: Request, outcome: Result<Outcome>) {
         (Request::Write(_, reply), Ok(Outcome::Write(result))) => drop(reply.send(Ok(result))),
         (Request::Compact(_, reply), Ok(_)) => drop(reply.send(Ok(()))),
         (Request::Purge(reply), Ok(Outcome::More(more))) => drop(reply.send(Ok(more))),
-        (Request::Vacuum(_, reply), Ok(_)) => drop(reply.send(Ok(()))),
+        (Request::Vacuum(_, reply), Ok(_)) | (Request::TruncateWal(reply), Ok(_)) => drop(reply.send(Ok(()))),
         (request, Err(error)) => answer_with(request, error),
         (request, Ok(_)) => answer_with(request, Error::Io(std::io::Error::other("mismatched answer"))),
     }
@@ -216,7 +277,9 @@ fn answer_error(request: Request, error: &Error) {
 fn answer_with(request: Request, error: Error) {
     match request {
         Request::Write(_, reply) => drop(reply.send(Err(error))),
-        Request::Compact(_, reply) | Request::Vacuum(_, reply) => drop(reply.send(Err(error))),
+        Request::Compact(_, reply) | Request::Vacuum(_, reply) | Request::TruncateWal(reply) => {
+            drop(reply.send(Err(error)))
+        }
         Request::Purge(reply) => drop(reply.send(Err(error))),
     }
 }
