@@ -53,6 +53,7 @@ conformance_suite!(
     count_counts_live_keys_under_a_prefix,
     watch_delivers_every_revision_once_in_order,
     watch_resumes_from_last_revision_plus_one,
+    watch_from_an_old_revision_catches_up_while_writes_continue,
     watch_reports_previous_values,
     watch_below_the_compacted_revision_is_an_error,
     progress_never_runs_ahead_of_events,
@@ -655,6 +656,50 @@ mod suite {
             events.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(),
             vec![revision]
         );
+    }
+
+    /// A watch starting far in the past replays history (from disk, for the embedded store) and then
+    /// switches to live events while writers keep going: the switch must neither drop nor repeat events.
+    pub async fn watch_from_an_old_revision_catches_up_while_writes_continue(t: &TestStore) {
+        let store = t.store();
+        let prefix = t.sub_prefix("old");
+        let start = store.current_revision().await.unwrap() + 1;
+        let mut expected = churn_concurrently(&store, &prefix, 8, 150).await;
+        let mut watch = watch_from(&store, &prefix, start).await.unwrap();
+        let live_prefix = Bytes::from(format!("{}live/", String::from_utf8_lossy(&prefix)));
+        let live = {
+            let (store, live_prefix) = (store.clone(), live_prefix.clone());
+            tokio::spawn(async move { churn_concurrently(&store, &live_prefix, 8, 60).await })
+        };
+        // Read while the live writes happen; the last revision is known only once they are done.
+        let mut events: Vec<Event> = Vec::new();
+        let mut live = live;
+        let mut last: Option<Revision> = None;
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while last.is_none() || events.last().map(|e| e.kv.mod_revision) < last {
+            tokio::select! {
+                written = &mut live, if last.is_none() => {
+                    expected.extend(written.unwrap());
+                    expected.sort_by_key(|e| e.revision);
+                    last = expected.last().map(|e| e.revision);
+                }
+                message = watch.next() => match message {
+                    Some(Ok(WatchMessage::Events(batch))) => events.extend(batch),
+                    Some(Ok(WatchMessage::Progress(_))) => {}
+                    other => panic!("the watch ended: {other:?}"),
+                },
+                _ = tokio::time::sleep_until(deadline) => panic!("the watch went silent after {} events", events.len()),
+            }
+        }
+        assert_strictly_ascending(&events);
+        assert_eq!(
+            events.iter().map(|e| e.kv.mod_revision).collect::<Vec<_>>(),
+            expected.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            "history then live events, each exactly once"
+        );
+        for (event, expected) in events.iter().zip(&expected) {
+            assert_event_matches(event, expected);
+        }
     }
 
     pub async fn watch_reports_previous_values(t: &TestStore) {

@@ -38,7 +38,13 @@ impl TestStore {
             .prefix("rkube-store-test-")
             .tempdir()
             .expect("temp dir");
-        let backend = SqliteBackend::open(&dir.path().join("store.db"), SqliteOptions::default())
+        // A small in-memory event ring, so that watches starting in the past also take the read-from-disk
+        // path and its hand-over to live events (the default ring holds 16k events, more than tests write).
+        let options = SqliteOptions {
+            history_window: 256,
+            ..SqliteOptions::default()
+        };
+        let backend = SqliteBackend::open(&dir.path().join("store.db"), options)
             .await
             .expect("open sqlite store");
         TestStore {
