@@ -72,6 +72,8 @@ impl Default for EtcdOptions {
 
 /// A [`Backend`] on an etcd v3 cluster.
 pub struct EtcdBackend {
+    /// Kept so the balanced channel's endpoint list lives as long as the backend.
+    _client: Client,
     kv: KvClient,
     watch: WatchClient,
     options: EtcdOptions,
@@ -119,6 +121,7 @@ impl EtcdBackend {
             options: options.clone(),
             compacted: Arc::new(AtomicI64::new(0)),
             compactor: None,
+            _client: client,
         };
         // The client dials lazily; prove now that a member answers, so a wrong URL fails here, clearly.
         let probe = retry(options.connect_timeout, || {

@@ -103,6 +103,9 @@ struct Member {
     /// flags once its data dir holds a cluster).
     args: Vec<String>,
     child: Option<Child>,
+    /// Kills `child` and removes its files should this process die without running `Drop` (a test
+    /// binary killed by a timeout): a shell that polls whether we are still alive.
+    watchdog: Option<Child>,
 }
 
 impl EtcdCluster {
@@ -203,6 +206,7 @@ impl EtcdCluster {
                     log_file: dir.path().join(format!("m{i}.log")),
                     args: Vec::new(),
                     child: None,
+                    watchdog: None,
                 }
             })
             .collect();
@@ -292,18 +296,40 @@ impl Member {
             // etcd writes only startup noise to stderr once `--log-outputs` points at a file.
             .stderr(Stdio::null())
             .spawn()?;
+        let watchdog = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(WATCHDOG_SCRIPT)
+            .arg("rkube-etcd-watchdog")
+            .arg(std::process::id().to_string())
+            .arg(child.id().to_string())
+            .arg(&self.data_dir)
+            .arg(&self.log_file)
+            .arg(self.data_dir.parent().unwrap_or(&self.data_dir))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
         self.child = Some(child);
+        // Without a watchdog the member still works; only a crash of this process would leak it.
+        self.watchdog = watchdog.ok();
         Ok(())
     }
 
     /// SIGKILL (what `Child::kill` sends) and reap, so no zombie outlives the test.
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in [self.child.take(), self.watchdog.take()].into_iter().flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
+
+/// `$1` our pid, `$2` etcd's pid, `$3` its data dir, `$4` its log, `$5` the cluster dir (removed once empty).
+const WATCHDOG_SCRIPT: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
+kill -9 "$2" 2>/dev/null
+rm -rf "$3" "$4"
+rmdir "$5" 2>/dev/null
+exit 0"#;
 
 /// Whether etcd's `/health` endpoint answers `"health":"true"` (which needs an elected leader).
 fn is_healthy(addr: SocketAddr) -> bool {
