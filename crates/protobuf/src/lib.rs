@@ -437,3 +437,34 @@ fn trim_fraction(value: u64, unit: u64) -> String {
     let fraction = format!("{fraction:0digits$}");
     format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(1_500_000_000), "1.5s");
+        assert_eq!(go_duration(-2_000_000_000), "-2s");
+        assert_eq!(go_duration(250_000_000), "250ms");
+        assert_eq!(go_duration(1_500), "1.5µs");
+    }
+
+    #[test]
+    fn zero_time_is_unset_and_nanos_are_truncated_to_the_format() {
+        assert_eq!(decode_time(&[], false).unwrap(), None);
+        // seconds = 1, nanos = 999_999_999
+        let bytes = [0x08, 0x01, 0x10, 0xff, 0x93, 0xeb, 0xdc, 0x03];
+        assert_eq!(
+            decode_time(&bytes, false).unwrap(),
+            Some(Value::from("1970-01-01T00:00:01Z"))
+        );
+        assert_eq!(
+            decode_time(&bytes, true).unwrap(),
+            Some(Value::from("1970-01-01T00:00:01.999999Z"))
+        );
+    }
+}

@@ -7,7 +7,7 @@ use crate::schema::{Field, Kind, MapValue, Message, Type};
 pub(crate) static MESSAGES: &[Message] = &[
     // 0
     Message { name: "io.k8s.api.apps.v1.DaemonSet", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(2), repeated: false, keep_zero: false },
         Field { tag: 3, json: "status", ty: Type::Message(3), repeated: false, keep_zero: false },
     ] },
@@ -21,8 +21,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 2
     Message { name: "io.k8s.api.apps.v1.DaemonSetSpec", fields: &[
-        Field { tag: 1, json: "selector", ty: Type::Message(242), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "template", ty: Type::Message(162), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "selector", ty: Type::Message(249), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "template", ty: Type::Message(167), repeated: false, keep_zero: false },
         Field { tag: 3, json: "updateStrategy", ty: Type::Message(4), repeated: false, keep_zero: false },
         Field { tag: 4, json: "minReadySeconds", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 6, json: "revisionHistoryLimit", ty: Type::Int32, repeated: false, keep_zero: true },
@@ -47,7 +47,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 5
     Message { name: "io.k8s.api.apps.v1.Deployment", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(7), repeated: false, keep_zero: false },
         Field { tag: 3, json: "status", ty: Type::Message(8), repeated: false, keep_zero: false },
     ] },
@@ -63,8 +63,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     // 7
     Message { name: "io.k8s.api.apps.v1.DeploymentSpec", fields: &[
         Field { tag: 1, json: "replicas", ty: Type::Int32, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "selector", ty: Type::Message(242), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "template", ty: Type::Message(162), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "selector", ty: Type::Message(249), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "template", ty: Type::Message(167), repeated: false, keep_zero: false },
         Field { tag: 4, json: "strategy", ty: Type::Message(9), repeated: false, keep_zero: false },
         Field { tag: 5, json: "minReadySeconds", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 6, json: "revisionHistoryLimit", ty: Type::Int32, repeated: false, keep_zero: true },
@@ -90,7 +90,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 10
     Message { name: "io.k8s.api.apps.v1.ReplicaSet", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(12), repeated: false, keep_zero: false },
         Field { tag: 3, json: "status", ty: Type::Message(13), repeated: false, keep_zero: false },
     ] },
@@ -105,8 +105,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     // 12
     Message { name: "io.k8s.api.apps.v1.ReplicaSetSpec", fields: &[
         Field { tag: 1, json: "replicas", ty: Type::Int32, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "selector", ty: Type::Message(242), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "template", ty: Type::Message(162), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "selector", ty: Type::Message(249), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "template", ty: Type::Message(167), repeated: false, keep_zero: false },
         Field { tag: 4, json: "minReadySeconds", ty: Type::Int32, repeated: false, keep_zero: false },
     ] },
     // 13
@@ -136,7 +136,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 17
     Message { name: "io.k8s.api.apps.v1.StatefulSet", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(21), repeated: false, keep_zero: false },
         Field { tag: 3, json: "status", ty: Type::Message(22), repeated: false, keep_zero: false },
     ] },
@@ -160,9 +160,9 @@ pub(crate) static MESSAGES: &[Message] = &[
     // 21
     Message { name: "io.k8s.api.apps.v1.StatefulSetSpec", fields: &[
         Field { tag: 1, json: "replicas", ty: Type::Int32, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "selector", ty: Type::Message(242), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "template", ty: Type::Message(162), repeated: false, keep_zero: false },
-        Field { tag: 4, json: "volumeClaimTemplates", ty: Type::Message(139), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "selector", ty: Type::Message(249), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "template", ty: Type::Message(167), repeated: false, keep_zero: false },
+        Field { tag: 4, json: "volumeClaimTemplates", ty: Type::Message(144), repeated: true, keep_zero: false },
         Field { tag: 5, json: "serviceName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 6, json: "podManagementPolicy", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 7, json: "updateStrategy", ty: Type::Message(23), repeated: false, keep_zero: false },
@@ -198,7 +198,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 25
     Message { name: "io.k8s.api.authentication.v1.TokenRequest", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(26), repeated: false, keep_zero: true },
         Field { tag: 3, json: "status", ty: Type::Message(27), repeated: false, keep_zero: false },
     ] },
@@ -221,7 +221,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 29
     Message { name: "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(30), repeated: false, keep_zero: false },
         Field { tag: 3, json: "status", ty: Type::Message(31), repeated: false, keep_zero: false },
     ] },
@@ -283,7 +283,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 39
     Message { name: "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(42), repeated: false, keep_zero: false },
         Field { tag: 3, json: "status", ty: Type::Message(43), repeated: false, keep_zero: false },
     ] },
@@ -320,7 +320,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     // 44
     Message { name: "io.k8s.api.autoscaling.v2.MetricIdentifier", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "selector", ty: Type::Message(242), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "selector", ty: Type::Message(249), repeated: false, keep_zero: false },
     ] },
     // 45
     Message { name: "io.k8s.api.autoscaling.v2.MetricSpec", fields: &[
@@ -387,7 +387,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 55
     Message { name: "io.k8s.api.batch.v1.CronJob", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(56), repeated: false, keep_zero: false },
         Field { tag: 3, json: "status", ty: Type::Message(57), repeated: false, keep_zero: false },
     ] },
@@ -404,13 +404,13 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 57
     Message { name: "io.k8s.api.batch.v1.CronJobStatus", fields: &[
-        Field { tag: 1, json: "active", ty: Type::Message(138), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "active", ty: Type::Message(143), repeated: true, keep_zero: false },
         Field { tag: 4, json: "lastScheduleTime", ty: Type::Time, repeated: false, keep_zero: false },
         Field { tag: 5, json: "lastSuccessfulTime", ty: Type::Time, repeated: false, keep_zero: false },
     ] },
     // 58
     Message { name: "io.k8s.api.batch.v1.Job", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(60), repeated: false, keep_zero: false },
         Field { tag: 3, json: "status", ty: Type::Message(61), repeated: false, keep_zero: false },
     ] },
@@ -428,9 +428,9 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "parallelism", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 2, json: "completions", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 3, json: "activeDeadlineSeconds", ty: Type::Int64, repeated: false, keep_zero: true },
-        Field { tag: 4, json: "selector", ty: Type::Message(242), repeated: false, keep_zero: false },
+        Field { tag: 4, json: "selector", ty: Type::Message(249), repeated: false, keep_zero: false },
         Field { tag: 5, json: "manualSelector", ty: Type::Bool, repeated: false, keep_zero: true },
-        Field { tag: 6, json: "template", ty: Type::Message(162), repeated: false, keep_zero: false },
+        Field { tag: 6, json: "template", ty: Type::Message(167), repeated: false, keep_zero: false },
         Field { tag: 7, json: "backoffLimit", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 8, json: "ttlSecondsAfterFinished", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 9, json: "completionMode", ty: Type::String, repeated: false, keep_zero: true },
@@ -458,7 +458,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     ] },
     // 62
     Message { name: "io.k8s.api.batch.v1.JobTemplateSpec", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "spec", ty: Type::Message(60), repeated: false, keep_zero: false },
     ] },
     // 63
@@ -497,24 +497,39 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 2, json: "failed", ty: Type::String, repeated: true, keep_zero: false },
     ] },
     // 70
+    Message { name: "io.k8s.api.coordination.v1.Lease", fields: &[
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(71), repeated: false, keep_zero: false },
+    ] },
+    // 71
+    Message { name: "io.k8s.api.coordination.v1.LeaseSpec", fields: &[
+        Field { tag: 1, json: "holderIdentity", ty: Type::String, repeated: false, keep_zero: true },
+        Field { tag: 2, json: "leaseDurationSeconds", ty: Type::Int32, repeated: false, keep_zero: true },
+        Field { tag: 3, json: "acquireTime", ty: Type::MicroTime, repeated: false, keep_zero: false },
+        Field { tag: 4, json: "renewTime", ty: Type::MicroTime, repeated: false, keep_zero: false },
+        Field { tag: 5, json: "leaseTransitions", ty: Type::Int32, repeated: false, keep_zero: true },
+        Field { tag: 6, json: "strategy", ty: Type::String, repeated: false, keep_zero: true },
+        Field { tag: 7, json: "preferredHolder", ty: Type::String, repeated: false, keep_zero: true },
+    ] },
+    // 72
     Message { name: "io.k8s.api.core.v1.AWSElasticBlockStoreVolumeSource", fields: &[
         Field { tag: 1, json: "volumeID", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "partition", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 4, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 71
+    // 73
     Message { name: "io.k8s.api.core.v1.Affinity", fields: &[
-        Field { tag: 1, json: "nodeAffinity", ty: Type::Message(133), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "podAffinity", ty: Type::Message(147), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "podAntiAffinity", ty: Type::Message(149), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "nodeAffinity", ty: Type::Message(138), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "podAffinity", ty: Type::Message(152), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "podAntiAffinity", ty: Type::Message(154), repeated: false, keep_zero: true },
     ] },
-    // 72
+    // 74
     Message { name: "io.k8s.api.core.v1.AppArmorProfile", fields: &[
         Field { tag: 1, json: "type", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "localhostProfile", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 73
+    // 75
     Message { name: "io.k8s.api.core.v1.AzureDiskVolumeSource", fields: &[
         Field { tag: 1, json: "diskName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "diskURI", ty: Type::String, repeated: false, keep_zero: true },
@@ -523,113 +538,113 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 6, json: "kind", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 74
+    // 76
     Message { name: "io.k8s.api.core.v1.AzureFileVolumeSource", fields: &[
         Field { tag: 1, json: "secretName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "shareName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 75
+    // 77
     Message { name: "io.k8s.api.core.v1.CSIVolumeSource", fields: &[
         Field { tag: 1, json: "driver", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 3, json: "fsType", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 4, json: "volumeAttributes", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
-        Field { tag: 5, json: "nodePublishSecretRef", ty: Type::Message(126), repeated: false, keep_zero: true },
+        Field { tag: 5, json: "nodePublishSecretRef", ty: Type::Message(131), repeated: false, keep_zero: true },
     ] },
-    // 76
+    // 78
     Message { name: "io.k8s.api.core.v1.Capabilities", fields: &[
         Field { tag: 1, json: "add", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 2, json: "drop", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 77
+    // 79
     Message { name: "io.k8s.api.core.v1.CephFSVolumeSource", fields: &[
         Field { tag: 1, json: "monitors", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 2, json: "path", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "user", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "secretFile", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 5, json: "secretRef", ty: Type::Message(126), repeated: false, keep_zero: true },
+        Field { tag: 5, json: "secretRef", ty: Type::Message(131), repeated: false, keep_zero: true },
         Field { tag: 6, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 78
+    // 80
     Message { name: "io.k8s.api.core.v1.CinderVolumeSource", fields: &[
         Field { tag: 1, json: "volumeID", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
-        Field { tag: 4, json: "secretRef", ty: Type::Message(126), repeated: false, keep_zero: true },
+        Field { tag: 4, json: "secretRef", ty: Type::Message(131), repeated: false, keep_zero: true },
     ] },
-    // 79
+    // 81
     Message { name: "io.k8s.api.core.v1.ClientIPConfig", fields: &[
         Field { tag: 1, json: "timeoutSeconds", ty: Type::Int32, repeated: false, keep_zero: true },
     ] },
-    // 80
+    // 82
     Message { name: "io.k8s.api.core.v1.ClusterTrustBundleProjection", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "signerName", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 3, json: "labelSelector", ty: Type::Message(242), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "labelSelector", ty: Type::Message(249), repeated: false, keep_zero: false },
         Field { tag: 4, json: "path", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 5, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 81
+    // 83
     Message { name: "io.k8s.api.core.v1.ConfigMap", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "data", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
         Field { tag: 3, json: "binaryData", ty: Type::Map(MapValue::Bytes), repeated: false, keep_zero: false },
         Field { tag: 4, json: "immutable", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 82
+    // 84
     Message { name: "io.k8s.api.core.v1.ConfigMapEnvSource", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(126), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "", ty: Type::Inline(131), repeated: false, keep_zero: false },
         Field { tag: 2, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 83
+    // 85
     Message { name: "io.k8s.api.core.v1.ConfigMapKeySelector", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(126), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "", ty: Type::Inline(131), repeated: false, keep_zero: false },
         Field { tag: 2, json: "key", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 84
+    // 86
     Message { name: "io.k8s.api.core.v1.ConfigMapProjection", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(126), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "items", ty: Type::Message(120), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "", ty: Type::Inline(131), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "items", ty: Type::Message(125), repeated: true, keep_zero: false },
         Field { tag: 4, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 85
+    // 87
     Message { name: "io.k8s.api.core.v1.ConfigMapVolumeSource", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(126), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "items", ty: Type::Message(120), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "", ty: Type::Inline(131), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "items", ty: Type::Message(125), repeated: true, keep_zero: false },
         Field { tag: 3, json: "defaultMode", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 4, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 86
+    // 88
     Message { name: "io.k8s.api.core.v1.Container", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "image", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "command", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 4, json: "args", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 5, json: "workingDir", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 6, json: "ports", ty: Type::Message(87), repeated: true, keep_zero: false },
-        Field { tag: 7, json: "env", ty: Type::Message(100), repeated: true, keep_zero: false },
-        Field { tag: 8, json: "resources", ty: Type::Message(177), repeated: false, keep_zero: false },
-        Field { tag: 9, json: "volumeMounts", ty: Type::Message(207), repeated: true, keep_zero: false },
-        Field { tag: 10, json: "livenessProbe", ty: Type::Message(166), repeated: false, keep_zero: true },
-        Field { tag: 11, json: "readinessProbe", ty: Type::Message(166), repeated: false, keep_zero: true },
-        Field { tag: 12, json: "lifecycle", ty: Type::Message(121), repeated: false, keep_zero: true },
+        Field { tag: 6, json: "ports", ty: Type::Message(89), repeated: true, keep_zero: false },
+        Field { tag: 7, json: "env", ty: Type::Message(102), repeated: true, keep_zero: false },
+        Field { tag: 8, json: "resources", ty: Type::Message(182), repeated: false, keep_zero: false },
+        Field { tag: 9, json: "volumeMounts", ty: Type::Message(212), repeated: true, keep_zero: false },
+        Field { tag: 10, json: "livenessProbe", ty: Type::Message(171), repeated: false, keep_zero: true },
+        Field { tag: 11, json: "readinessProbe", ty: Type::Message(171), repeated: false, keep_zero: true },
+        Field { tag: 12, json: "lifecycle", ty: Type::Message(126), repeated: false, keep_zero: true },
         Field { tag: 13, json: "terminationMessagePath", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 14, json: "imagePullPolicy", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 15, json: "securityContext", ty: Type::Message(189), repeated: false, keep_zero: true },
+        Field { tag: 15, json: "securityContext", ty: Type::Message(194), repeated: false, keep_zero: true },
         Field { tag: 16, json: "stdin", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 17, json: "stdinOnce", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 18, json: "tty", ty: Type::Bool, repeated: false, keep_zero: false },
-        Field { tag: 19, json: "envFrom", ty: Type::Message(99), repeated: true, keep_zero: false },
+        Field { tag: 19, json: "envFrom", ty: Type::Message(101), repeated: true, keep_zero: false },
         Field { tag: 20, json: "terminationMessagePolicy", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 21, json: "volumeDevices", ty: Type::Message(206), repeated: true, keep_zero: false },
-        Field { tag: 22, json: "startupProbe", ty: Type::Message(166), repeated: false, keep_zero: true },
-        Field { tag: 23, json: "resizePolicy", ty: Type::Message(88), repeated: true, keep_zero: false },
+        Field { tag: 21, json: "volumeDevices", ty: Type::Message(211), repeated: true, keep_zero: false },
+        Field { tag: 22, json: "startupProbe", ty: Type::Message(171), repeated: false, keep_zero: true },
+        Field { tag: 23, json: "resizePolicy", ty: Type::Message(90), repeated: true, keep_zero: false },
         Field { tag: 24, json: "restartPolicy", ty: Type::String, repeated: false, keep_zero: true },
         // tag 25 (restart_policy_rules) has no JSON property in v1_33
     ] },
-    // 87
+    // 89
     Message { name: "io.k8s.api.core.v1.ContainerPort", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "hostPort", ty: Type::Int32, repeated: false, keep_zero: false },
@@ -637,22 +652,22 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "protocol", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 5, json: "hostIP", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 88
+    // 90
     Message { name: "io.k8s.api.core.v1.ContainerResizePolicy", fields: &[
         Field { tag: 1, json: "resourceName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "restartPolicy", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 89
+    // 91
     Message { name: "io.k8s.api.core.v1.ContainerState", fields: &[
-        Field { tag: 1, json: "waiting", ty: Type::Message(92), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "running", ty: Type::Message(90), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "terminated", ty: Type::Message(91), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "waiting", ty: Type::Message(94), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "running", ty: Type::Message(92), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "terminated", ty: Type::Message(93), repeated: false, keep_zero: true },
     ] },
-    // 90
+    // 92
     Message { name: "io.k8s.api.core.v1.ContainerStateRunning", fields: &[
         Field { tag: 1, json: "startedAt", ty: Type::Time, repeated: false, keep_zero: false },
     ] },
-    // 91
+    // 93
     Message { name: "io.k8s.api.core.v1.ContainerStateTerminated", fields: &[
         Field { tag: 1, json: "exitCode", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 2, json: "signal", ty: Type::Int32, repeated: false, keep_zero: false },
@@ -662,16 +677,16 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "finishedAt", ty: Type::Time, repeated: false, keep_zero: false },
         Field { tag: 7, json: "containerID", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 92
+    // 94
     Message { name: "io.k8s.api.core.v1.ContainerStateWaiting", fields: &[
         Field { tag: 1, json: "reason", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "message", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 93
+    // 95
     Message { name: "io.k8s.api.core.v1.ContainerStatus", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "state", ty: Type::Message(89), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "lastState", ty: Type::Message(89), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "state", ty: Type::Message(91), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "lastState", ty: Type::Message(91), repeated: false, keep_zero: false },
         Field { tag: 4, json: "ready", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 5, json: "restartCount", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 6, json: "image", ty: Type::String, repeated: false, keep_zero: true },
@@ -679,99 +694,127 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 8, json: "containerID", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 9, json: "started", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 10, json: "allocatedResources", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
-        Field { tag: 11, json: "resources", ty: Type::Message(177), repeated: false, keep_zero: true },
-        Field { tag: 12, json: "volumeMounts", ty: Type::Message(208), repeated: true, keep_zero: false },
-        Field { tag: 13, json: "user", ty: Type::Message(94), repeated: false, keep_zero: true },
-        Field { tag: 14, json: "allocatedResourcesStatus", ty: Type::Message(178), repeated: true, keep_zero: false },
+        Field { tag: 11, json: "resources", ty: Type::Message(182), repeated: false, keep_zero: true },
+        Field { tag: 12, json: "volumeMounts", ty: Type::Message(213), repeated: true, keep_zero: false },
+        Field { tag: 13, json: "user", ty: Type::Message(96), repeated: false, keep_zero: true },
+        Field { tag: 14, json: "allocatedResourcesStatus", ty: Type::Message(183), repeated: true, keep_zero: false },
         Field { tag: 15, json: "stopSignal", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 94
-    Message { name: "io.k8s.api.core.v1.ContainerUser", fields: &[
-        Field { tag: 1, json: "linux", ty: Type::Message(123), repeated: false, keep_zero: true },
-    ] },
-    // 95
-    Message { name: "io.k8s.api.core.v1.DownwardAPIProjection", fields: &[
-        Field { tag: 1, json: "items", ty: Type::Message(96), repeated: true, keep_zero: false },
-    ] },
     // 96
-    Message { name: "io.k8s.api.core.v1.DownwardAPIVolumeFile", fields: &[
-        Field { tag: 1, json: "path", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "fieldRef", ty: Type::Message(137), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "resourceFieldRef", ty: Type::Message(172), repeated: false, keep_zero: true },
-        Field { tag: 4, json: "mode", ty: Type::Int32, repeated: false, keep_zero: true },
+    Message { name: "io.k8s.api.core.v1.ContainerUser", fields: &[
+        Field { tag: 1, json: "linux", ty: Type::Message(128), repeated: false, keep_zero: true },
     ] },
     // 97
-    Message { name: "io.k8s.api.core.v1.DownwardAPIVolumeSource", fields: &[
-        Field { tag: 1, json: "items", ty: Type::Message(96), repeated: true, keep_zero: false },
-        Field { tag: 2, json: "defaultMode", ty: Type::Int32, repeated: false, keep_zero: true },
+    Message { name: "io.k8s.api.core.v1.DownwardAPIProjection", fields: &[
+        Field { tag: 1, json: "items", ty: Type::Message(98), repeated: true, keep_zero: false },
     ] },
     // 98
+    Message { name: "io.k8s.api.core.v1.DownwardAPIVolumeFile", fields: &[
+        Field { tag: 1, json: "path", ty: Type::String, repeated: false, keep_zero: true },
+        Field { tag: 2, json: "fieldRef", ty: Type::Message(142), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "resourceFieldRef", ty: Type::Message(177), repeated: false, keep_zero: true },
+        Field { tag: 4, json: "mode", ty: Type::Int32, repeated: false, keep_zero: true },
+    ] },
+    // 99
+    Message { name: "io.k8s.api.core.v1.DownwardAPIVolumeSource", fields: &[
+        Field { tag: 1, json: "items", ty: Type::Message(98), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "defaultMode", ty: Type::Int32, repeated: false, keep_zero: true },
+    ] },
+    // 100
     Message { name: "io.k8s.api.core.v1.EmptyDirVolumeSource", fields: &[
         Field { tag: 1, json: "medium", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "sizeLimit", ty: Type::Quantity, repeated: false, keep_zero: false },
     ] },
-    // 99
+    // 101
     Message { name: "io.k8s.api.core.v1.EnvFromSource", fields: &[
         Field { tag: 1, json: "prefix", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 2, json: "configMapRef", ty: Type::Message(82), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "secretRef", ty: Type::Message(185), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "configMapRef", ty: Type::Message(84), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "secretRef", ty: Type::Message(190), repeated: false, keep_zero: true },
     ] },
-    // 100
+    // 102
     Message { name: "io.k8s.api.core.v1.EnvVar", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "value", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 3, json: "valueFrom", ty: Type::Message(101), repeated: false, keep_zero: true },
-    ] },
-    // 101
-    Message { name: "io.k8s.api.core.v1.EnvVarSource", fields: &[
-        Field { tag: 1, json: "fieldRef", ty: Type::Message(137), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "resourceFieldRef", ty: Type::Message(172), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "configMapKeyRef", ty: Type::Message(83), repeated: false, keep_zero: true },
-        Field { tag: 4, json: "secretKeyRef", ty: Type::Message(186), repeated: false, keep_zero: true },
-        // tag 5 (file_key_ref) has no JSON property in v1_33
-    ] },
-    // 102
-    Message { name: "io.k8s.api.core.v1.EphemeralContainer", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(103), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "targetContainerName", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 3, json: "valueFrom", ty: Type::Message(103), repeated: false, keep_zero: true },
     ] },
     // 103
+    Message { name: "io.k8s.api.core.v1.EnvVarSource", fields: &[
+        Field { tag: 1, json: "fieldRef", ty: Type::Message(142), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "resourceFieldRef", ty: Type::Message(177), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "configMapKeyRef", ty: Type::Message(85), repeated: false, keep_zero: true },
+        Field { tag: 4, json: "secretKeyRef", ty: Type::Message(191), repeated: false, keep_zero: true },
+        // tag 5 (file_key_ref) has no JSON property in v1_33
+    ] },
+    // 104
+    Message { name: "io.k8s.api.core.v1.EphemeralContainer", fields: &[
+        Field { tag: 1, json: "", ty: Type::Inline(105), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "targetContainerName", ty: Type::String, repeated: false, keep_zero: false },
+    ] },
+    // 105
     Message { name: "io.k8s.api.core.v1.EphemeralContainerCommon", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "image", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "command", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 4, json: "args", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 5, json: "workingDir", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 6, json: "ports", ty: Type::Message(87), repeated: true, keep_zero: false },
-        Field { tag: 7, json: "env", ty: Type::Message(100), repeated: true, keep_zero: false },
-        Field { tag: 8, json: "resources", ty: Type::Message(177), repeated: false, keep_zero: false },
-        Field { tag: 9, json: "volumeMounts", ty: Type::Message(207), repeated: true, keep_zero: false },
-        Field { tag: 10, json: "livenessProbe", ty: Type::Message(166), repeated: false, keep_zero: true },
-        Field { tag: 11, json: "readinessProbe", ty: Type::Message(166), repeated: false, keep_zero: true },
-        Field { tag: 12, json: "lifecycle", ty: Type::Message(121), repeated: false, keep_zero: true },
+        Field { tag: 6, json: "ports", ty: Type::Message(89), repeated: true, keep_zero: false },
+        Field { tag: 7, json: "env", ty: Type::Message(102), repeated: true, keep_zero: false },
+        Field { tag: 8, json: "resources", ty: Type::Message(182), repeated: false, keep_zero: false },
+        Field { tag: 9, json: "volumeMounts", ty: Type::Message(212), repeated: true, keep_zero: false },
+        Field { tag: 10, json: "livenessProbe", ty: Type::Message(171), repeated: false, keep_zero: true },
+        Field { tag: 11, json: "readinessProbe", ty: Type::Message(171), repeated: false, keep_zero: true },
+        Field { tag: 12, json: "lifecycle", ty: Type::Message(126), repeated: false, keep_zero: true },
         Field { tag: 13, json: "terminationMessagePath", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 14, json: "imagePullPolicy", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 15, json: "securityContext", ty: Type::Message(189), repeated: false, keep_zero: true },
+        Field { tag: 15, json: "securityContext", ty: Type::Message(194), repeated: false, keep_zero: true },
         Field { tag: 16, json: "stdin", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 17, json: "stdinOnce", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 18, json: "tty", ty: Type::Bool, repeated: false, keep_zero: false },
-        Field { tag: 19, json: "envFrom", ty: Type::Message(99), repeated: true, keep_zero: false },
+        Field { tag: 19, json: "envFrom", ty: Type::Message(101), repeated: true, keep_zero: false },
         Field { tag: 20, json: "terminationMessagePolicy", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 21, json: "volumeDevices", ty: Type::Message(206), repeated: true, keep_zero: false },
-        Field { tag: 22, json: "startupProbe", ty: Type::Message(166), repeated: false, keep_zero: true },
-        Field { tag: 23, json: "resizePolicy", ty: Type::Message(88), repeated: true, keep_zero: false },
+        Field { tag: 21, json: "volumeDevices", ty: Type::Message(211), repeated: true, keep_zero: false },
+        Field { tag: 22, json: "startupProbe", ty: Type::Message(171), repeated: false, keep_zero: true },
+        Field { tag: 23, json: "resizePolicy", ty: Type::Message(90), repeated: true, keep_zero: false },
         Field { tag: 24, json: "restartPolicy", ty: Type::String, repeated: false, keep_zero: true },
         // tag 25 (restart_policy_rules) has no JSON property in v1_33
     ] },
-    // 104
+    // 106
     Message { name: "io.k8s.api.core.v1.EphemeralVolumeSource", fields: &[
-        Field { tag: 1, json: "volumeClaimTemplate", ty: Type::Message(143), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "volumeClaimTemplate", ty: Type::Message(148), repeated: false, keep_zero: true },
     ] },
-    // 105
+    // 107
+    Message { name: "io.k8s.api.core.v1.Event", fields: &[
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "involvedObject", ty: Type::Message(143), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "reason", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 4, json: "message", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 5, json: "source", ty: Type::Message(109), repeated: false, keep_zero: false },
+        Field { tag: 6, json: "firstTimestamp", ty: Type::Time, repeated: false, keep_zero: false },
+        Field { tag: 7, json: "lastTimestamp", ty: Type::Time, repeated: false, keep_zero: false },
+        Field { tag: 8, json: "count", ty: Type::Int32, repeated: false, keep_zero: false },
+        Field { tag: 9, json: "type", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 10, json: "eventTime", ty: Type::MicroTime, repeated: false, keep_zero: false },
+        Field { tag: 11, json: "series", ty: Type::Message(108), repeated: false, keep_zero: true },
+        Field { tag: 12, json: "action", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 13, json: "related", ty: Type::Message(143), repeated: false, keep_zero: true },
+        Field { tag: 14, json: "reportingComponent", ty: Type::String, repeated: false, keep_zero: true },
+        Field { tag: 15, json: "reportingInstance", ty: Type::String, repeated: false, keep_zero: true },
+    ] },
+    // 108
+    Message { name: "io.k8s.api.core.v1.EventSeries", fields: &[
+        Field { tag: 1, json: "count", ty: Type::Int32, repeated: false, keep_zero: false },
+        Field { tag: 2, json: "lastObservedTime", ty: Type::MicroTime, repeated: false, keep_zero: false },
+    ] },
+    // 109
+    Message { name: "io.k8s.api.core.v1.EventSource", fields: &[
+        Field { tag: 1, json: "component", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 2, json: "host", ty: Type::String, repeated: false, keep_zero: false },
+    ] },
+    // 110
     Message { name: "io.k8s.api.core.v1.ExecAction", fields: &[
         Field { tag: 1, json: "command", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 106
+    // 111
     Message { name: "io.k8s.api.core.v1.FCVolumeSource", fields: &[
         Field { tag: 1, json: "targetWWNs", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 2, json: "lun", ty: Type::Int32, repeated: false, keep_zero: true },
@@ -779,71 +822,71 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 5, json: "wwids", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 107
+    // 112
     Message { name: "io.k8s.api.core.v1.FlexVolumeSource", fields: &[
         Field { tag: 1, json: "driver", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 3, json: "secretRef", ty: Type::Message(126), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "secretRef", ty: Type::Message(131), repeated: false, keep_zero: true },
         Field { tag: 4, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 5, json: "options", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
     ] },
-    // 108
+    // 113
     Message { name: "io.k8s.api.core.v1.FlockerVolumeSource", fields: &[
         Field { tag: 1, json: "datasetName", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "datasetUUID", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 109
+    // 114
     Message { name: "io.k8s.api.core.v1.GCEPersistentDiskVolumeSource", fields: &[
         Field { tag: 1, json: "pdName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "partition", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 4, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 110
+    // 115
     Message { name: "io.k8s.api.core.v1.GRPCAction", fields: &[
         Field { tag: 1, json: "port", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 2, json: "service", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 111
+    // 116
     Message { name: "io.k8s.api.core.v1.GitRepoVolumeSource", fields: &[
         Field { tag: 1, json: "repository", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "revision", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "directory", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 112
+    // 117
     Message { name: "io.k8s.api.core.v1.GlusterfsVolumeSource", fields: &[
         Field { tag: 1, json: "endpoints", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "path", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 113
+    // 118
     Message { name: "io.k8s.api.core.v1.HTTPGetAction", fields: &[
         Field { tag: 1, json: "path", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "port", ty: Type::IntOrString, repeated: false, keep_zero: false },
         Field { tag: 3, json: "host", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "scheme", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 5, json: "httpHeaders", ty: Type::Message(114), repeated: true, keep_zero: false },
+        Field { tag: 5, json: "httpHeaders", ty: Type::Message(119), repeated: true, keep_zero: false },
     ] },
-    // 114
+    // 119
     Message { name: "io.k8s.api.core.v1.HTTPHeader", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "value", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 115
+    // 120
     Message { name: "io.k8s.api.core.v1.HostAlias", fields: &[
         Field { tag: 1, json: "ip", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "hostnames", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 116
+    // 121
     Message { name: "io.k8s.api.core.v1.HostIP", fields: &[
         Field { tag: 1, json: "ip", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 117
+    // 122
     Message { name: "io.k8s.api.core.v1.HostPathVolumeSource", fields: &[
         Field { tag: 1, json: "path", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "type", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 118
+    // 123
     Message { name: "io.k8s.api.core.v1.ISCSIVolumeSource", fields: &[
         Field { tag: 1, json: "targetPortal", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "iqn", ty: Type::String, repeated: false, keep_zero: true },
@@ -853,73 +896,73 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 7, json: "portals", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 8, json: "chapAuthDiscovery", ty: Type::Bool, repeated: false, keep_zero: false },
-        Field { tag: 10, json: "secretRef", ty: Type::Message(126), repeated: false, keep_zero: true },
+        Field { tag: 10, json: "secretRef", ty: Type::Message(131), repeated: false, keep_zero: true },
         Field { tag: 11, json: "chapAuthSession", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 12, json: "initiatorName", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 119
+    // 124
     Message { name: "io.k8s.api.core.v1.ImageVolumeSource", fields: &[
         Field { tag: 1, json: "reference", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "pullPolicy", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 120
+    // 125
     Message { name: "io.k8s.api.core.v1.KeyToPath", fields: &[
         Field { tag: 1, json: "key", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "path", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "mode", ty: Type::Int32, repeated: false, keep_zero: true },
     ] },
-    // 121
+    // 126
     Message { name: "io.k8s.api.core.v1.Lifecycle", fields: &[
-        Field { tag: 1, json: "postStart", ty: Type::Message(122), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "preStop", ty: Type::Message(122), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "postStart", ty: Type::Message(127), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "preStop", ty: Type::Message(127), repeated: false, keep_zero: true },
         Field { tag: 3, json: "stopSignal", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 122
+    // 127
     Message { name: "io.k8s.api.core.v1.LifecycleHandler", fields: &[
-        Field { tag: 1, json: "exec", ty: Type::Message(105), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "httpGet", ty: Type::Message(113), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "tcpSocket", ty: Type::Message(200), repeated: false, keep_zero: true },
-        Field { tag: 4, json: "sleep", ty: Type::Message(197), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "exec", ty: Type::Message(110), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "httpGet", ty: Type::Message(118), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "tcpSocket", ty: Type::Message(205), repeated: false, keep_zero: true },
+        Field { tag: 4, json: "sleep", ty: Type::Message(202), repeated: false, keep_zero: true },
     ] },
-    // 123
+    // 128
     Message { name: "io.k8s.api.core.v1.LinuxContainerUser", fields: &[
         Field { tag: 1, json: "uid", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 2, json: "gid", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 3, json: "supplementalGroups", ty: Type::Int64, repeated: true, keep_zero: false },
     ] },
-    // 124
+    // 129
     Message { name: "io.k8s.api.core.v1.LoadBalancerIngress", fields: &[
         Field { tag: 1, json: "ip", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "hostname", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "ipMode", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 4, json: "ports", ty: Type::Message(163), repeated: true, keep_zero: false },
+        Field { tag: 4, json: "ports", ty: Type::Message(168), repeated: true, keep_zero: false },
     ] },
-    // 125
+    // 130
     Message { name: "io.k8s.api.core.v1.LoadBalancerStatus", fields: &[
-        Field { tag: 1, json: "ingress", ty: Type::Message(124), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "ingress", ty: Type::Message(129), repeated: true, keep_zero: false },
     ] },
-    // 126
+    // 131
     Message { name: "io.k8s.api.core.v1.LocalObjectReference", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 127
+    // 132
     Message { name: "io.k8s.api.core.v1.ModifyVolumeStatus", fields: &[
         Field { tag: 1, json: "targetVolumeAttributesClassName", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "status", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 128
+    // 133
     Message { name: "io.k8s.api.core.v1.NFSVolumeSource", fields: &[
         Field { tag: 1, json: "server", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "path", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 129
+    // 134
     Message { name: "io.k8s.api.core.v1.Namespace", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(131), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "status", ty: Type::Message(132), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(136), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "status", ty: Type::Message(137), repeated: false, keep_zero: false },
     ] },
-    // 130
+    // 135
     Message { name: "io.k8s.api.core.v1.NamespaceCondition", fields: &[
         Field { tag: 1, json: "type", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "status", ty: Type::String, repeated: false, keep_zero: true },
@@ -927,41 +970,41 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "reason", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 6, json: "message", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 131
+    // 136
     Message { name: "io.k8s.api.core.v1.NamespaceSpec", fields: &[
         Field { tag: 1, json: "finalizers", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 132
+    // 137
     Message { name: "io.k8s.api.core.v1.NamespaceStatus", fields: &[
         Field { tag: 1, json: "phase", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 2, json: "conditions", ty: Type::Message(130), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "conditions", ty: Type::Message(135), repeated: true, keep_zero: false },
     ] },
-    // 133
+    // 138
     Message { name: "io.k8s.api.core.v1.NodeAffinity", fields: &[
-        Field { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(134), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(165), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(139), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(170), repeated: true, keep_zero: false },
     ] },
-    // 134
+    // 139
     Message { name: "io.k8s.api.core.v1.NodeSelector", fields: &[
-        Field { tag: 1, json: "nodeSelectorTerms", ty: Type::Message(136), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "nodeSelectorTerms", ty: Type::Message(141), repeated: true, keep_zero: false },
     ] },
-    // 135
+    // 140
     Message { name: "io.k8s.api.core.v1.NodeSelectorRequirement", fields: &[
         Field { tag: 1, json: "key", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "operator", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "values", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 136
+    // 141
     Message { name: "io.k8s.api.core.v1.NodeSelectorTerm", fields: &[
-        Field { tag: 1, json: "matchExpressions", ty: Type::Message(135), repeated: true, keep_zero: false },
-        Field { tag: 2, json: "matchFields", ty: Type::Message(135), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "matchExpressions", ty: Type::Message(140), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "matchFields", ty: Type::Message(140), repeated: true, keep_zero: false },
     ] },
-    // 137
+    // 142
     Message { name: "io.k8s.api.core.v1.ObjectFieldSelector", fields: &[
         Field { tag: 1, json: "apiVersion", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "fieldPath", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 138
+    // 143
     Message { name: "io.k8s.api.core.v1.ObjectReference", fields: &[
         Field { tag: 1, json: "kind", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "namespace", ty: Type::String, repeated: false, keep_zero: false },
@@ -971,13 +1014,13 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "resourceVersion", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 7, json: "fieldPath", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 139
+    // 144
     Message { name: "io.k8s.api.core.v1.PersistentVolumeClaim", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(141), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "status", ty: Type::Message(142), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(146), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "status", ty: Type::Message(147), repeated: false, keep_zero: false },
     ] },
-    // 140
+    // 145
     Message { name: "io.k8s.api.core.v1.PersistentVolumeClaimCondition", fields: &[
         Field { tag: 1, json: "type", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "status", ty: Type::String, repeated: false, keep_zero: true },
@@ -986,70 +1029,70 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "reason", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 6, json: "message", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 141
+    // 146
     Message { name: "io.k8s.api.core.v1.PersistentVolumeClaimSpec", fields: &[
         Field { tag: 1, json: "accessModes", ty: Type::String, repeated: true, keep_zero: false },
-        Field { tag: 2, json: "resources", ty: Type::Message(210), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "resources", ty: Type::Message(215), repeated: false, keep_zero: false },
         Field { tag: 3, json: "volumeName", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 4, json: "selector", ty: Type::Message(242), repeated: false, keep_zero: false },
+        Field { tag: 4, json: "selector", ty: Type::Message(249), repeated: false, keep_zero: false },
         Field { tag: 5, json: "storageClassName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 6, json: "volumeMode", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 7, json: "dataSource", ty: Type::Message(203), repeated: false, keep_zero: true },
-        Field { tag: 8, json: "dataSourceRef", ty: Type::Message(204), repeated: false, keep_zero: true },
+        Field { tag: 7, json: "dataSource", ty: Type::Message(208), repeated: false, keep_zero: true },
+        Field { tag: 8, json: "dataSourceRef", ty: Type::Message(209), repeated: false, keep_zero: true },
         Field { tag: 9, json: "volumeAttributesClassName", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 142
+    // 147
     Message { name: "io.k8s.api.core.v1.PersistentVolumeClaimStatus", fields: &[
         Field { tag: 1, json: "phase", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "accessModes", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 3, json: "capacity", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
-        Field { tag: 4, json: "conditions", ty: Type::Message(140), repeated: true, keep_zero: false },
+        Field { tag: 4, json: "conditions", ty: Type::Message(145), repeated: true, keep_zero: false },
         Field { tag: 5, json: "allocatedResources", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
         Field { tag: 7, json: "allocatedResourceStatuses", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
         Field { tag: 8, json: "currentVolumeAttributesClassName", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 9, json: "modifyVolumeStatus", ty: Type::Message(127), repeated: false, keep_zero: true },
+        Field { tag: 9, json: "modifyVolumeStatus", ty: Type::Message(132), repeated: false, keep_zero: true },
     ] },
-    // 143
+    // 148
     Message { name: "io.k8s.api.core.v1.PersistentVolumeClaimTemplate", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(141), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(146), repeated: false, keep_zero: true },
     ] },
-    // 144
+    // 149
     Message { name: "io.k8s.api.core.v1.PersistentVolumeClaimVolumeSource", fields: &[
         Field { tag: 1, json: "claimName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 145
+    // 150
     Message { name: "io.k8s.api.core.v1.PhotonPersistentDiskVolumeSource", fields: &[
         Field { tag: 1, json: "pdID", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 146
+    // 151
     Message { name: "io.k8s.api.core.v1.Pod", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(160), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "status", ty: Type::Message(161), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(165), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "status", ty: Type::Message(166), repeated: false, keep_zero: false },
     ] },
-    // 147
+    // 152
     Message { name: "io.k8s.api.core.v1.PodAffinity", fields: &[
-        Field { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(148), repeated: true, keep_zero: false },
-        Field { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(213), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(153), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(218), repeated: true, keep_zero: false },
     ] },
-    // 148
+    // 153
     Message { name: "io.k8s.api.core.v1.PodAffinityTerm", fields: &[
-        Field { tag: 1, json: "labelSelector", ty: Type::Message(242), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "labelSelector", ty: Type::Message(249), repeated: false, keep_zero: false },
         Field { tag: 2, json: "namespaces", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 3, json: "topologyKey", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 4, json: "namespaceSelector", ty: Type::Message(242), repeated: false, keep_zero: false },
+        Field { tag: 4, json: "namespaceSelector", ty: Type::Message(249), repeated: false, keep_zero: false },
         Field { tag: 5, json: "matchLabelKeys", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 6, json: "mismatchLabelKeys", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 149
+    // 154
     Message { name: "io.k8s.api.core.v1.PodAntiAffinity", fields: &[
-        Field { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(148), repeated: true, keep_zero: false },
-        Field { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(213), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "requiredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(153), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "preferredDuringSchedulingIgnoredDuringExecution", ty: Type::Message(218), repeated: true, keep_zero: false },
     ] },
-    // 150
+    // 155
     Message { name: "io.k8s.api.core.v1.PodCondition", fields: &[
         Field { tag: 1, json: "type", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "status", ty: Type::String, repeated: false, keep_zero: true },
@@ -1059,64 +1102,64 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "message", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 7, json: "observedGeneration", ty: Type::Int64, repeated: false, keep_zero: false },
     ] },
-    // 151
+    // 156
     Message { name: "io.k8s.api.core.v1.PodDNSConfig", fields: &[
         Field { tag: 1, json: "nameservers", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 2, json: "searches", ty: Type::String, repeated: true, keep_zero: false },
-        Field { tag: 3, json: "options", ty: Type::Message(152), repeated: true, keep_zero: false },
+        Field { tag: 3, json: "options", ty: Type::Message(157), repeated: true, keep_zero: false },
     ] },
-    // 152
+    // 157
     Message { name: "io.k8s.api.core.v1.PodDNSConfigOption", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "value", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 153
+    // 158
     Message { name: "io.k8s.api.core.v1.PodIP", fields: &[
         Field { tag: 1, json: "ip", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 154
+    // 159
     Message { name: "io.k8s.api.core.v1.PodOS", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 155
+    // 160
     Message { name: "io.k8s.api.core.v1.PodReadinessGate", fields: &[
         Field { tag: 1, json: "conditionType", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 156
+    // 161
     Message { name: "io.k8s.api.core.v1.PodResourceClaim", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "resourceClaimName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 4, json: "resourceClaimTemplateName", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 157
+    // 162
     Message { name: "io.k8s.api.core.v1.PodResourceClaimStatus", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "resourceClaimName", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 158
+    // 163
     Message { name: "io.k8s.api.core.v1.PodSchedulingGate", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 159
+    // 164
     Message { name: "io.k8s.api.core.v1.PodSecurityContext", fields: &[
-        Field { tag: 1, json: "seLinuxOptions", ty: Type::Message(179), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "seLinuxOptions", ty: Type::Message(184), repeated: false, keep_zero: true },
         Field { tag: 2, json: "runAsUser", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 3, json: "runAsNonRoot", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 4, json: "supplementalGroups", ty: Type::Int64, repeated: true, keep_zero: false },
         Field { tag: 5, json: "fsGroup", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 6, json: "runAsGroup", ty: Type::Int64, repeated: false, keep_zero: true },
-        Field { tag: 7, json: "sysctls", ty: Type::Message(199), repeated: true, keep_zero: false },
-        Field { tag: 8, json: "windowsOptions", ty: Type::Message(214), repeated: false, keep_zero: true },
+        Field { tag: 7, json: "sysctls", ty: Type::Message(204), repeated: true, keep_zero: false },
+        Field { tag: 8, json: "windowsOptions", ty: Type::Message(219), repeated: false, keep_zero: true },
         Field { tag: 9, json: "fsGroupChangePolicy", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 10, json: "seccompProfile", ty: Type::Message(183), repeated: false, keep_zero: true },
-        Field { tag: 11, json: "appArmorProfile", ty: Type::Message(72), repeated: false, keep_zero: true },
+        Field { tag: 10, json: "seccompProfile", ty: Type::Message(188), repeated: false, keep_zero: true },
+        Field { tag: 11, json: "appArmorProfile", ty: Type::Message(74), repeated: false, keep_zero: true },
         Field { tag: 12, json: "supplementalGroupsPolicy", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 13, json: "seLinuxChangePolicy", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 160
+    // 165
     Message { name: "io.k8s.api.core.v1.PodSpec", fields: &[
-        Field { tag: 1, json: "volumes", ty: Type::Message(205), repeated: true, keep_zero: false },
-        Field { tag: 2, json: "containers", ty: Type::Message(86), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "volumes", ty: Type::Message(210), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "containers", ty: Type::Message(88), repeated: true, keep_zero: false },
         Field { tag: 3, json: "restartPolicy", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "terminationGracePeriodSeconds", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 5, json: "activeDeadlineSeconds", ty: Type::Int64, repeated: false, keep_zero: true },
@@ -1128,84 +1171,84 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 11, json: "hostNetwork", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 12, json: "hostPID", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 13, json: "hostIPC", ty: Type::Bool, repeated: false, keep_zero: false },
-        Field { tag: 14, json: "securityContext", ty: Type::Message(159), repeated: false, keep_zero: true },
-        Field { tag: 15, json: "imagePullSecrets", ty: Type::Message(126), repeated: true, keep_zero: false },
+        Field { tag: 14, json: "securityContext", ty: Type::Message(164), repeated: false, keep_zero: true },
+        Field { tag: 15, json: "imagePullSecrets", ty: Type::Message(131), repeated: true, keep_zero: false },
         Field { tag: 16, json: "hostname", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 17, json: "subdomain", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 18, json: "affinity", ty: Type::Message(71), repeated: false, keep_zero: true },
+        Field { tag: 18, json: "affinity", ty: Type::Message(73), repeated: false, keep_zero: true },
         Field { tag: 19, json: "schedulerName", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 20, json: "initContainers", ty: Type::Message(86), repeated: true, keep_zero: false },
+        Field { tag: 20, json: "initContainers", ty: Type::Message(88), repeated: true, keep_zero: false },
         Field { tag: 21, json: "automountServiceAccountToken", ty: Type::Bool, repeated: false, keep_zero: true },
-        Field { tag: 22, json: "tolerations", ty: Type::Message(201), repeated: true, keep_zero: false },
-        Field { tag: 23, json: "hostAliases", ty: Type::Message(115), repeated: true, keep_zero: false },
+        Field { tag: 22, json: "tolerations", ty: Type::Message(206), repeated: true, keep_zero: false },
+        Field { tag: 23, json: "hostAliases", ty: Type::Message(120), repeated: true, keep_zero: false },
         Field { tag: 24, json: "priorityClassName", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 25, json: "priority", ty: Type::Int32, repeated: false, keep_zero: true },
-        Field { tag: 26, json: "dnsConfig", ty: Type::Message(151), repeated: false, keep_zero: true },
+        Field { tag: 26, json: "dnsConfig", ty: Type::Message(156), repeated: false, keep_zero: true },
         Field { tag: 27, json: "shareProcessNamespace", ty: Type::Bool, repeated: false, keep_zero: true },
-        Field { tag: 28, json: "readinessGates", ty: Type::Message(155), repeated: true, keep_zero: false },
+        Field { tag: 28, json: "readinessGates", ty: Type::Message(160), repeated: true, keep_zero: false },
         Field { tag: 29, json: "runtimeClassName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 30, json: "enableServiceLinks", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 31, json: "preemptionPolicy", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 32, json: "overhead", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
-        Field { tag: 33, json: "topologySpreadConstraints", ty: Type::Message(202), repeated: true, keep_zero: false },
-        Field { tag: 34, json: "ephemeralContainers", ty: Type::Message(102), repeated: true, keep_zero: false },
+        Field { tag: 33, json: "topologySpreadConstraints", ty: Type::Message(207), repeated: true, keep_zero: false },
+        Field { tag: 34, json: "ephemeralContainers", ty: Type::Message(104), repeated: true, keep_zero: false },
         Field { tag: 35, json: "setHostnameAsFQDN", ty: Type::Bool, repeated: false, keep_zero: true },
-        Field { tag: 36, json: "os", ty: Type::Message(154), repeated: false, keep_zero: true },
+        Field { tag: 36, json: "os", ty: Type::Message(159), repeated: false, keep_zero: true },
         Field { tag: 37, json: "hostUsers", ty: Type::Bool, repeated: false, keep_zero: true },
-        Field { tag: 38, json: "schedulingGates", ty: Type::Message(158), repeated: true, keep_zero: false },
-        Field { tag: 39, json: "resourceClaims", ty: Type::Message(156), repeated: true, keep_zero: false },
-        Field { tag: 40, json: "resources", ty: Type::Message(177), repeated: false, keep_zero: true },
+        Field { tag: 38, json: "schedulingGates", ty: Type::Message(163), repeated: true, keep_zero: false },
+        Field { tag: 39, json: "resourceClaims", ty: Type::Message(161), repeated: true, keep_zero: false },
+        Field { tag: 40, json: "resources", ty: Type::Message(182), repeated: false, keep_zero: true },
         // tag 41 (hostname_override) has no JSON property in v1_33
         // tag 42 (workload_ref) has no JSON property in v1_33
     ] },
-    // 161
+    // 166
     Message { name: "io.k8s.api.core.v1.PodStatus", fields: &[
         Field { tag: 1, json: "phase", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 2, json: "conditions", ty: Type::Message(150), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "conditions", ty: Type::Message(155), repeated: true, keep_zero: false },
         Field { tag: 3, json: "message", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "reason", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 5, json: "hostIP", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 6, json: "podIP", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 7, json: "startTime", ty: Type::Time, repeated: false, keep_zero: false },
-        Field { tag: 8, json: "containerStatuses", ty: Type::Message(93), repeated: true, keep_zero: false },
+        Field { tag: 8, json: "containerStatuses", ty: Type::Message(95), repeated: true, keep_zero: false },
         Field { tag: 9, json: "qosClass", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 10, json: "initContainerStatuses", ty: Type::Message(93), repeated: true, keep_zero: false },
+        Field { tag: 10, json: "initContainerStatuses", ty: Type::Message(95), repeated: true, keep_zero: false },
         Field { tag: 11, json: "nominatedNodeName", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 12, json: "podIPs", ty: Type::Message(153), repeated: true, keep_zero: false },
-        Field { tag: 13, json: "ephemeralContainerStatuses", ty: Type::Message(93), repeated: true, keep_zero: false },
+        Field { tag: 12, json: "podIPs", ty: Type::Message(158), repeated: true, keep_zero: false },
+        Field { tag: 13, json: "ephemeralContainerStatuses", ty: Type::Message(95), repeated: true, keep_zero: false },
         Field { tag: 14, json: "resize", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 15, json: "resourceClaimStatuses", ty: Type::Message(157), repeated: true, keep_zero: false },
-        Field { tag: 16, json: "hostIPs", ty: Type::Message(116), repeated: true, keep_zero: false },
+        Field { tag: 15, json: "resourceClaimStatuses", ty: Type::Message(162), repeated: true, keep_zero: false },
+        Field { tag: 16, json: "hostIPs", ty: Type::Message(121), repeated: true, keep_zero: false },
         Field { tag: 17, json: "observedGeneration", ty: Type::Int64, repeated: false, keep_zero: false },
         // tag 18 (extended_resource_claim_status) has no JSON property in v1_33
         // tag 19 (allocated_resources) has no JSON property in v1_33
         // tag 20 (resources) has no JSON property in v1_33
     ] },
-    // 162
+    // 167
     Message { name: "io.k8s.api.core.v1.PodTemplateSpec", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(160), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(165), repeated: false, keep_zero: false },
     ] },
-    // 163
+    // 168
     Message { name: "io.k8s.api.core.v1.PortStatus", fields: &[
         Field { tag: 1, json: "port", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 2, json: "protocol", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "error", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 164
+    // 169
     Message { name: "io.k8s.api.core.v1.PortworxVolumeSource", fields: &[
         Field { tag: 1, json: "volumeID", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 165
+    // 170
     Message { name: "io.k8s.api.core.v1.PreferredSchedulingTerm", fields: &[
         Field { tag: 1, json: "weight", ty: Type::Int32, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "preference", ty: Type::Message(136), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "preference", ty: Type::Message(141), repeated: false, keep_zero: true },
     ] },
-    // 166
+    // 171
     Message { name: "io.k8s.api.core.v1.Probe", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(167), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "", ty: Type::Inline(172), repeated: false, keep_zero: false },
         Field { tag: 2, json: "initialDelaySeconds", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 3, json: "timeoutSeconds", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 4, json: "periodSeconds", ty: Type::Int32, repeated: false, keep_zero: false },
@@ -1213,19 +1256,19 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "failureThreshold", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 7, json: "terminationGracePeriodSeconds", ty: Type::Int64, repeated: false, keep_zero: true },
     ] },
-    // 167
+    // 172
     Message { name: "io.k8s.api.core.v1.ProbeHandler", fields: &[
-        Field { tag: 1, json: "exec", ty: Type::Message(105), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "httpGet", ty: Type::Message(113), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "tcpSocket", ty: Type::Message(200), repeated: false, keep_zero: true },
-        Field { tag: 4, json: "grpc", ty: Type::Message(110), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "exec", ty: Type::Message(110), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "httpGet", ty: Type::Message(118), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "tcpSocket", ty: Type::Message(205), repeated: false, keep_zero: true },
+        Field { tag: 4, json: "grpc", ty: Type::Message(115), repeated: false, keep_zero: true },
     ] },
-    // 168
+    // 173
     Message { name: "io.k8s.api.core.v1.ProjectedVolumeSource", fields: &[
-        Field { tag: 1, json: "sources", ty: Type::Message(209), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "sources", ty: Type::Message(214), repeated: true, keep_zero: false },
         Field { tag: 2, json: "defaultMode", ty: Type::Int32, repeated: false, keep_zero: true },
     ] },
-    // 169
+    // 174
     Message { name: "io.k8s.api.core.v1.QuobyteVolumeSource", fields: &[
         Field { tag: 1, json: "registry", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "volume", ty: Type::String, repeated: false, keep_zero: true },
@@ -1234,7 +1277,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "group", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 6, json: "tenant", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 170
+    // 175
     Message { name: "io.k8s.api.core.v1.RBDVolumeSource", fields: &[
         Field { tag: 1, json: "monitors", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 2, json: "image", ty: Type::String, repeated: false, keep_zero: true },
@@ -1242,65 +1285,65 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "pool", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 5, json: "user", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 6, json: "keyring", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 7, json: "secretRef", ty: Type::Message(126), repeated: false, keep_zero: true },
+        Field { tag: 7, json: "secretRef", ty: Type::Message(131), repeated: false, keep_zero: true },
         Field { tag: 8, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 171
+    // 176
     Message { name: "io.k8s.api.core.v1.ResourceClaim", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "request", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 172
+    // 177
     Message { name: "io.k8s.api.core.v1.ResourceFieldSelector", fields: &[
         Field { tag: 1, json: "containerName", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "resource", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "divisor", ty: Type::Quantity, repeated: false, keep_zero: false },
     ] },
-    // 173
+    // 178
     Message { name: "io.k8s.api.core.v1.ResourceHealth", fields: &[
         Field { tag: 1, json: "resourceID", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "health", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 174
+    // 179
     Message { name: "io.k8s.api.core.v1.ResourceQuota", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(175), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "status", ty: Type::Message(176), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(180), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "status", ty: Type::Message(181), repeated: false, keep_zero: false },
     ] },
-    // 175
+    // 180
     Message { name: "io.k8s.api.core.v1.ResourceQuotaSpec", fields: &[
         Field { tag: 1, json: "hard", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
         Field { tag: 2, json: "scopes", ty: Type::String, repeated: true, keep_zero: false },
-        Field { tag: 3, json: "scopeSelector", ty: Type::Message(181), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "scopeSelector", ty: Type::Message(186), repeated: false, keep_zero: true },
     ] },
-    // 176
+    // 181
     Message { name: "io.k8s.api.core.v1.ResourceQuotaStatus", fields: &[
         Field { tag: 1, json: "hard", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
         Field { tag: 2, json: "used", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
     ] },
-    // 177
+    // 182
     Message { name: "io.k8s.api.core.v1.ResourceRequirements", fields: &[
         Field { tag: 1, json: "limits", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
         Field { tag: 2, json: "requests", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "claims", ty: Type::Message(171), repeated: true, keep_zero: false },
+        Field { tag: 3, json: "claims", ty: Type::Message(176), repeated: true, keep_zero: false },
     ] },
-    // 178
+    // 183
     Message { name: "io.k8s.api.core.v1.ResourceStatus", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "resources", ty: Type::Message(173), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "resources", ty: Type::Message(178), repeated: true, keep_zero: false },
     ] },
-    // 179
+    // 184
     Message { name: "io.k8s.api.core.v1.SELinuxOptions", fields: &[
         Field { tag: 1, json: "user", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "role", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "type", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "level", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 180
+    // 185
     Message { name: "io.k8s.api.core.v1.ScaleIOVolumeSource", fields: &[
         Field { tag: 1, json: "gateway", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "system", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 3, json: "secretRef", ty: Type::Message(126), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "secretRef", ty: Type::Message(131), repeated: false, keep_zero: true },
         Field { tag: 4, json: "sslEnabled", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 5, json: "protectionDomain", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 6, json: "storagePool", ty: Type::String, repeated: false, keep_zero: false },
@@ -1309,88 +1352,88 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 9, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 10, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
     ] },
-    // 181
+    // 186
     Message { name: "io.k8s.api.core.v1.ScopeSelector", fields: &[
-        Field { tag: 1, json: "matchExpressions", ty: Type::Message(182), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "matchExpressions", ty: Type::Message(187), repeated: true, keep_zero: false },
     ] },
-    // 182
+    // 187
     Message { name: "io.k8s.api.core.v1.ScopedResourceSelectorRequirement", fields: &[
         Field { tag: 1, json: "scopeName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "operator", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "values", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 183
+    // 188
     Message { name: "io.k8s.api.core.v1.SeccompProfile", fields: &[
         Field { tag: 1, json: "type", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "localhostProfile", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 184
+    // 189
     Message { name: "io.k8s.api.core.v1.Secret", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "data", ty: Type::Map(MapValue::Bytes), repeated: false, keep_zero: false },
         Field { tag: 3, json: "type", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "stringData", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
         Field { tag: 5, json: "immutable", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 185
+    // 190
     Message { name: "io.k8s.api.core.v1.SecretEnvSource", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(126), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "", ty: Type::Inline(131), repeated: false, keep_zero: false },
         Field { tag: 2, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 186
+    // 191
     Message { name: "io.k8s.api.core.v1.SecretKeySelector", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(126), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "", ty: Type::Inline(131), repeated: false, keep_zero: false },
         Field { tag: 2, json: "key", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 187
+    // 192
     Message { name: "io.k8s.api.core.v1.SecretProjection", fields: &[
-        Field { tag: 1, json: "", ty: Type::Inline(126), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "items", ty: Type::Message(120), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "", ty: Type::Inline(131), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "items", ty: Type::Message(125), repeated: true, keep_zero: false },
         Field { tag: 4, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 188
+    // 193
     Message { name: "io.k8s.api.core.v1.SecretVolumeSource", fields: &[
         Field { tag: 1, json: "secretName", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 2, json: "items", ty: Type::Message(120), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "items", ty: Type::Message(125), repeated: true, keep_zero: false },
         Field { tag: 3, json: "defaultMode", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 4, json: "optional", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 189
+    // 194
     Message { name: "io.k8s.api.core.v1.SecurityContext", fields: &[
-        Field { tag: 1, json: "capabilities", ty: Type::Message(76), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "capabilities", ty: Type::Message(78), repeated: false, keep_zero: true },
         Field { tag: 2, json: "privileged", ty: Type::Bool, repeated: false, keep_zero: true },
-        Field { tag: 3, json: "seLinuxOptions", ty: Type::Message(179), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "seLinuxOptions", ty: Type::Message(184), repeated: false, keep_zero: true },
         Field { tag: 4, json: "runAsUser", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 5, json: "runAsNonRoot", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 6, json: "readOnlyRootFilesystem", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 7, json: "allowPrivilegeEscalation", ty: Type::Bool, repeated: false, keep_zero: true },
         Field { tag: 8, json: "runAsGroup", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 9, json: "procMount", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 10, json: "windowsOptions", ty: Type::Message(214), repeated: false, keep_zero: true },
-        Field { tag: 11, json: "seccompProfile", ty: Type::Message(183), repeated: false, keep_zero: true },
-        Field { tag: 12, json: "appArmorProfile", ty: Type::Message(72), repeated: false, keep_zero: true },
+        Field { tag: 10, json: "windowsOptions", ty: Type::Message(219), repeated: false, keep_zero: true },
+        Field { tag: 11, json: "seccompProfile", ty: Type::Message(188), repeated: false, keep_zero: true },
+        Field { tag: 12, json: "appArmorProfile", ty: Type::Message(74), repeated: false, keep_zero: true },
     ] },
-    // 190
+    // 195
     Message { name: "io.k8s.api.core.v1.Service", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(194), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "status", ty: Type::Message(195), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(199), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "status", ty: Type::Message(200), repeated: false, keep_zero: false },
     ] },
-    // 191
+    // 196
     Message { name: "io.k8s.api.core.v1.ServiceAccount", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "secrets", ty: Type::Message(138), repeated: true, keep_zero: false },
-        Field { tag: 3, json: "imagePullSecrets", ty: Type::Message(126), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "secrets", ty: Type::Message(143), repeated: true, keep_zero: false },
+        Field { tag: 3, json: "imagePullSecrets", ty: Type::Message(131), repeated: true, keep_zero: false },
         Field { tag: 4, json: "automountServiceAccountToken", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 192
+    // 197
     Message { name: "io.k8s.api.core.v1.ServiceAccountTokenProjection", fields: &[
         Field { tag: 1, json: "audience", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "expirationSeconds", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 3, json: "path", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 193
+    // 198
     Message { name: "io.k8s.api.core.v1.ServicePort", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "protocol", ty: Type::String, repeated: false, keep_zero: false },
@@ -1399,9 +1442,9 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "nodePort", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 6, json: "appProtocol", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 194
+    // 199
     Message { name: "io.k8s.api.core.v1.ServiceSpec", fields: &[
-        Field { tag: 1, json: "ports", ty: Type::Message(193), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "ports", ty: Type::Message(198), repeated: true, keep_zero: false },
         Field { tag: 2, json: "selector", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
         Field { tag: 3, json: "clusterIP", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "type", ty: Type::String, repeated: false, keep_zero: false },
@@ -1413,7 +1456,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 11, json: "externalTrafficPolicy", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 12, json: "healthCheckNodePort", ty: Type::Int32, repeated: false, keep_zero: false },
         Field { tag: 13, json: "publishNotReadyAddresses", ty: Type::Bool, repeated: false, keep_zero: false },
-        Field { tag: 14, json: "sessionAffinityConfig", ty: Type::Message(196), repeated: false, keep_zero: true },
+        Field { tag: 14, json: "sessionAffinityConfig", ty: Type::Message(201), repeated: false, keep_zero: true },
         Field { tag: 17, json: "ipFamilyPolicy", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 18, json: "clusterIPs", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 19, json: "ipFamilies", ty: Type::String, repeated: true, keep_zero: false },
@@ -1422,38 +1465,38 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 22, json: "internalTrafficPolicy", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 23, json: "trafficDistribution", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 195
+    // 200
     Message { name: "io.k8s.api.core.v1.ServiceStatus", fields: &[
-        Field { tag: 1, json: "loadBalancer", ty: Type::Message(125), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "conditions", ty: Type::Message(241), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "loadBalancer", ty: Type::Message(130), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "conditions", ty: Type::Message(248), repeated: true, keep_zero: false },
     ] },
-    // 196
+    // 201
     Message { name: "io.k8s.api.core.v1.SessionAffinityConfig", fields: &[
-        Field { tag: 1, json: "clientIP", ty: Type::Message(79), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "clientIP", ty: Type::Message(81), repeated: false, keep_zero: true },
     ] },
-    // 197
+    // 202
     Message { name: "io.k8s.api.core.v1.SleepAction", fields: &[
         Field { tag: 1, json: "seconds", ty: Type::Int64, repeated: false, keep_zero: true },
     ] },
-    // 198
+    // 203
     Message { name: "io.k8s.api.core.v1.StorageOSVolumeSource", fields: &[
         Field { tag: 1, json: "volumeName", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "volumeNamespace", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
-        Field { tag: 5, json: "secretRef", ty: Type::Message(126), repeated: false, keep_zero: true },
+        Field { tag: 5, json: "secretRef", ty: Type::Message(131), repeated: false, keep_zero: true },
     ] },
-    // 199
+    // 204
     Message { name: "io.k8s.api.core.v1.Sysctl", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "value", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 200
+    // 205
     Message { name: "io.k8s.api.core.v1.TCPSocketAction", fields: &[
         Field { tag: 1, json: "port", ty: Type::IntOrString, repeated: false, keep_zero: false },
         Field { tag: 2, json: "host", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 201
+    // 206
     Message { name: "io.k8s.api.core.v1.Toleration", fields: &[
         Field { tag: 1, json: "key", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "operator", ty: Type::String, repeated: false, keep_zero: false },
@@ -1461,41 +1504,41 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "effect", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 5, json: "tolerationSeconds", ty: Type::Int64, repeated: false, keep_zero: true },
     ] },
-    // 202
+    // 207
     Message { name: "io.k8s.api.core.v1.TopologySpreadConstraint", fields: &[
         Field { tag: 1, json: "maxSkew", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 2, json: "topologyKey", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "whenUnsatisfiable", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 4, json: "labelSelector", ty: Type::Message(242), repeated: false, keep_zero: false },
+        Field { tag: 4, json: "labelSelector", ty: Type::Message(249), repeated: false, keep_zero: false },
         Field { tag: 5, json: "minDomains", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 6, json: "nodeAffinityPolicy", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 7, json: "nodeTaintsPolicy", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 8, json: "matchLabelKeys", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 203
+    // 208
     Message { name: "io.k8s.api.core.v1.TypedLocalObjectReference", fields: &[
         Field { tag: 1, json: "apiGroup", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "kind", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "name", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 204
+    // 209
     Message { name: "io.k8s.api.core.v1.TypedObjectReference", fields: &[
         Field { tag: 1, json: "apiGroup", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "kind", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 4, json: "namespace", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 205
+    // 210
     Message { name: "io.k8s.api.core.v1.Volume", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "", ty: Type::Inline(211), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "", ty: Type::Inline(216), repeated: false, keep_zero: false },
     ] },
-    // 206
+    // 211
     Message { name: "io.k8s.api.core.v1.VolumeDevice", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "devicePath", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 207
+    // 212
     Message { name: "io.k8s.api.core.v1.VolumeMount", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
@@ -1505,165 +1548,188 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 6, json: "subPathExpr", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 7, json: "recursiveReadOnly", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 208
+    // 213
     Message { name: "io.k8s.api.core.v1.VolumeMountStatus", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "mountPath", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "readOnly", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 4, json: "recursiveReadOnly", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 209
+    // 214
     Message { name: "io.k8s.api.core.v1.VolumeProjection", fields: &[
-        Field { tag: 1, json: "secret", ty: Type::Message(187), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "downwardAPI", ty: Type::Message(95), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "configMap", ty: Type::Message(84), repeated: false, keep_zero: true },
-        Field { tag: 4, json: "serviceAccountToken", ty: Type::Message(192), repeated: false, keep_zero: true },
-        Field { tag: 5, json: "clusterTrustBundle", ty: Type::Message(80), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "secret", ty: Type::Message(192), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "downwardAPI", ty: Type::Message(97), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "configMap", ty: Type::Message(86), repeated: false, keep_zero: true },
+        Field { tag: 4, json: "serviceAccountToken", ty: Type::Message(197), repeated: false, keep_zero: true },
+        Field { tag: 5, json: "clusterTrustBundle", ty: Type::Message(82), repeated: false, keep_zero: true },
         // tag 6 (pod_certificate) has no JSON property in v1_33
     ] },
-    // 210
+    // 215
     Message { name: "io.k8s.api.core.v1.VolumeResourceRequirements", fields: &[
         Field { tag: 1, json: "limits", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
         Field { tag: 2, json: "requests", ty: Type::Map(MapValue::Quantity), repeated: false, keep_zero: false },
     ] },
-    // 211
+    // 216
     Message { name: "io.k8s.api.core.v1.VolumeSource", fields: &[
-        Field { tag: 1, json: "hostPath", ty: Type::Message(117), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "emptyDir", ty: Type::Message(98), repeated: false, keep_zero: true },
-        Field { tag: 3, json: "gcePersistentDisk", ty: Type::Message(109), repeated: false, keep_zero: true },
-        Field { tag: 4, json: "awsElasticBlockStore", ty: Type::Message(70), repeated: false, keep_zero: true },
-        Field { tag: 5, json: "gitRepo", ty: Type::Message(111), repeated: false, keep_zero: true },
-        Field { tag: 6, json: "secret", ty: Type::Message(188), repeated: false, keep_zero: true },
-        Field { tag: 7, json: "nfs", ty: Type::Message(128), repeated: false, keep_zero: true },
-        Field { tag: 8, json: "iscsi", ty: Type::Message(118), repeated: false, keep_zero: true },
-        Field { tag: 9, json: "glusterfs", ty: Type::Message(112), repeated: false, keep_zero: true },
-        Field { tag: 10, json: "persistentVolumeClaim", ty: Type::Message(144), repeated: false, keep_zero: true },
-        Field { tag: 11, json: "rbd", ty: Type::Message(170), repeated: false, keep_zero: true },
-        Field { tag: 12, json: "flexVolume", ty: Type::Message(107), repeated: false, keep_zero: true },
-        Field { tag: 13, json: "cinder", ty: Type::Message(78), repeated: false, keep_zero: true },
-        Field { tag: 14, json: "cephfs", ty: Type::Message(77), repeated: false, keep_zero: true },
-        Field { tag: 15, json: "flocker", ty: Type::Message(108), repeated: false, keep_zero: true },
-        Field { tag: 16, json: "downwardAPI", ty: Type::Message(97), repeated: false, keep_zero: true },
-        Field { tag: 17, json: "fc", ty: Type::Message(106), repeated: false, keep_zero: true },
-        Field { tag: 18, json: "azureFile", ty: Type::Message(74), repeated: false, keep_zero: true },
-        Field { tag: 19, json: "configMap", ty: Type::Message(85), repeated: false, keep_zero: true },
-        Field { tag: 20, json: "vsphereVolume", ty: Type::Message(212), repeated: false, keep_zero: true },
-        Field { tag: 21, json: "quobyte", ty: Type::Message(169), repeated: false, keep_zero: true },
-        Field { tag: 22, json: "azureDisk", ty: Type::Message(73), repeated: false, keep_zero: true },
-        Field { tag: 23, json: "photonPersistentDisk", ty: Type::Message(145), repeated: false, keep_zero: true },
-        Field { tag: 24, json: "portworxVolume", ty: Type::Message(164), repeated: false, keep_zero: true },
-        Field { tag: 25, json: "scaleIO", ty: Type::Message(180), repeated: false, keep_zero: true },
-        Field { tag: 26, json: "projected", ty: Type::Message(168), repeated: false, keep_zero: true },
-        Field { tag: 27, json: "storageos", ty: Type::Message(198), repeated: false, keep_zero: true },
-        Field { tag: 28, json: "csi", ty: Type::Message(75), repeated: false, keep_zero: true },
-        Field { tag: 29, json: "ephemeral", ty: Type::Message(104), repeated: false, keep_zero: true },
-        Field { tag: 30, json: "image", ty: Type::Message(119), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "hostPath", ty: Type::Message(122), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "emptyDir", ty: Type::Message(100), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "gcePersistentDisk", ty: Type::Message(114), repeated: false, keep_zero: true },
+        Field { tag: 4, json: "awsElasticBlockStore", ty: Type::Message(72), repeated: false, keep_zero: true },
+        Field { tag: 5, json: "gitRepo", ty: Type::Message(116), repeated: false, keep_zero: true },
+        Field { tag: 6, json: "secret", ty: Type::Message(193), repeated: false, keep_zero: true },
+        Field { tag: 7, json: "nfs", ty: Type::Message(133), repeated: false, keep_zero: true },
+        Field { tag: 8, json: "iscsi", ty: Type::Message(123), repeated: false, keep_zero: true },
+        Field { tag: 9, json: "glusterfs", ty: Type::Message(117), repeated: false, keep_zero: true },
+        Field { tag: 10, json: "persistentVolumeClaim", ty: Type::Message(149), repeated: false, keep_zero: true },
+        Field { tag: 11, json: "rbd", ty: Type::Message(175), repeated: false, keep_zero: true },
+        Field { tag: 12, json: "flexVolume", ty: Type::Message(112), repeated: false, keep_zero: true },
+        Field { tag: 13, json: "cinder", ty: Type::Message(80), repeated: false, keep_zero: true },
+        Field { tag: 14, json: "cephfs", ty: Type::Message(79), repeated: false, keep_zero: true },
+        Field { tag: 15, json: "flocker", ty: Type::Message(113), repeated: false, keep_zero: true },
+        Field { tag: 16, json: "downwardAPI", ty: Type::Message(99), repeated: false, keep_zero: true },
+        Field { tag: 17, json: "fc", ty: Type::Message(111), repeated: false, keep_zero: true },
+        Field { tag: 18, json: "azureFile", ty: Type::Message(76), repeated: false, keep_zero: true },
+        Field { tag: 19, json: "configMap", ty: Type::Message(87), repeated: false, keep_zero: true },
+        Field { tag: 20, json: "vsphereVolume", ty: Type::Message(217), repeated: false, keep_zero: true },
+        Field { tag: 21, json: "quobyte", ty: Type::Message(174), repeated: false, keep_zero: true },
+        Field { tag: 22, json: "azureDisk", ty: Type::Message(75), repeated: false, keep_zero: true },
+        Field { tag: 23, json: "photonPersistentDisk", ty: Type::Message(150), repeated: false, keep_zero: true },
+        Field { tag: 24, json: "portworxVolume", ty: Type::Message(169), repeated: false, keep_zero: true },
+        Field { tag: 25, json: "scaleIO", ty: Type::Message(185), repeated: false, keep_zero: true },
+        Field { tag: 26, json: "projected", ty: Type::Message(173), repeated: false, keep_zero: true },
+        Field { tag: 27, json: "storageos", ty: Type::Message(203), repeated: false, keep_zero: true },
+        Field { tag: 28, json: "csi", ty: Type::Message(77), repeated: false, keep_zero: true },
+        Field { tag: 29, json: "ephemeral", ty: Type::Message(106), repeated: false, keep_zero: true },
+        Field { tag: 30, json: "image", ty: Type::Message(124), repeated: false, keep_zero: true },
     ] },
-    // 212
+    // 217
     Message { name: "io.k8s.api.core.v1.VsphereVirtualDiskVolumeSource", fields: &[
         Field { tag: 1, json: "volumePath", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "fsType", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "storagePolicyName", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 4, json: "storagePolicyID", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 213
+    // 218
     Message { name: "io.k8s.api.core.v1.WeightedPodAffinityTerm", fields: &[
         Field { tag: 1, json: "weight", ty: Type::Int32, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "podAffinityTerm", ty: Type::Message(148), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "podAffinityTerm", ty: Type::Message(153), repeated: false, keep_zero: true },
     ] },
-    // 214
+    // 219
     Message { name: "io.k8s.api.core.v1.WindowsSecurityContextOptions", fields: &[
         Field { tag: 1, json: "gmsaCredentialSpecName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "gmsaCredentialSpec", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "runAsUserName", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 4, json: "hostProcess", ty: Type::Bool, repeated: false, keep_zero: true },
     ] },
-    // 215
+    // 220
+    Message { name: "io.k8s.api.events.v1.Event", fields: &[
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "eventTime", ty: Type::MicroTime, repeated: false, keep_zero: false },
+        Field { tag: 3, json: "series", ty: Type::Message(221), repeated: false, keep_zero: true },
+        Field { tag: 4, json: "reportingController", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 5, json: "reportingInstance", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 6, json: "action", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 7, json: "reason", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 8, json: "regarding", ty: Type::Message(143), repeated: false, keep_zero: false },
+        Field { tag: 9, json: "related", ty: Type::Message(143), repeated: false, keep_zero: false },
+        Field { tag: 10, json: "note", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 11, json: "type", ty: Type::String, repeated: false, keep_zero: false },
+        Field { tag: 12, json: "deprecatedSource", ty: Type::Message(109), repeated: false, keep_zero: false },
+        Field { tag: 13, json: "deprecatedFirstTimestamp", ty: Type::Time, repeated: false, keep_zero: false },
+        Field { tag: 14, json: "deprecatedLastTimestamp", ty: Type::Time, repeated: false, keep_zero: false },
+        Field { tag: 15, json: "deprecatedCount", ty: Type::Int32, repeated: false, keep_zero: false },
+    ] },
+    // 221
+    Message { name: "io.k8s.api.events.v1.EventSeries", fields: &[
+        Field { tag: 1, json: "count", ty: Type::Int32, repeated: false, keep_zero: true },
+        Field { tag: 2, json: "lastObservedTime", ty: Type::MicroTime, repeated: false, keep_zero: false },
+    ] },
+    // 222
     Message { name: "io.k8s.api.networking.v1.HTTPIngressPath", fields: &[
         Field { tag: 1, json: "path", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 2, json: "backend", ty: Type::Message(218), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "backend", ty: Type::Message(225), repeated: false, keep_zero: true },
         Field { tag: 3, json: "pathType", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 216
+    // 223
     Message { name: "io.k8s.api.networking.v1.HTTPIngressRuleValue", fields: &[
-        Field { tag: 1, json: "paths", ty: Type::Message(215), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "paths", ty: Type::Message(222), repeated: true, keep_zero: false },
     ] },
-    // 217
+    // 224
     Message { name: "io.k8s.api.networking.v1.Ingress", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(225), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "status", ty: Type::Message(226), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(232), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "status", ty: Type::Message(233), repeated: false, keep_zero: false },
     ] },
-    // 218
+    // 225
     Message { name: "io.k8s.api.networking.v1.IngressBackend", fields: &[
-        Field { tag: 3, json: "resource", ty: Type::Message(203), repeated: false, keep_zero: false },
-        Field { tag: 4, json: "service", ty: Type::Message(224), repeated: false, keep_zero: true },
+        Field { tag: 3, json: "resource", ty: Type::Message(208), repeated: false, keep_zero: false },
+        Field { tag: 4, json: "service", ty: Type::Message(231), repeated: false, keep_zero: true },
     ] },
-    // 219
+    // 226
     Message { name: "io.k8s.api.networking.v1.IngressLoadBalancerIngress", fields: &[
         Field { tag: 1, json: "ip", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "hostname", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 4, json: "ports", ty: Type::Message(221), repeated: true, keep_zero: false },
+        Field { tag: 4, json: "ports", ty: Type::Message(228), repeated: true, keep_zero: false },
     ] },
-    // 220
+    // 227
     Message { name: "io.k8s.api.networking.v1.IngressLoadBalancerStatus", fields: &[
-        Field { tag: 1, json: "ingress", ty: Type::Message(219), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "ingress", ty: Type::Message(226), repeated: true, keep_zero: false },
     ] },
-    // 221
+    // 228
     Message { name: "io.k8s.api.networking.v1.IngressPortStatus", fields: &[
         Field { tag: 1, json: "port", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 2, json: "protocol", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "error", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 222
+    // 229
     Message { name: "io.k8s.api.networking.v1.IngressRule", fields: &[
         Field { tag: 1, json: "host", ty: Type::String, repeated: false, keep_zero: false },
-        Field { tag: 2, json: "", ty: Type::Inline(223), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "", ty: Type::Inline(230), repeated: false, keep_zero: false },
     ] },
-    // 223
+    // 230
     Message { name: "io.k8s.api.networking.v1.IngressRuleValue", fields: &[
-        Field { tag: 1, json: "http", ty: Type::Message(216), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "http", ty: Type::Message(223), repeated: false, keep_zero: true },
     ] },
-    // 224
+    // 231
     Message { name: "io.k8s.api.networking.v1.IngressServiceBackend", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: true },
-        Field { tag: 2, json: "port", ty: Type::Message(228), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "port", ty: Type::Message(235), repeated: false, keep_zero: false },
     ] },
-    // 225
+    // 232
     Message { name: "io.k8s.api.networking.v1.IngressSpec", fields: &[
-        Field { tag: 1, json: "defaultBackend", ty: Type::Message(218), repeated: false, keep_zero: true },
-        Field { tag: 2, json: "tls", ty: Type::Message(227), repeated: true, keep_zero: false },
-        Field { tag: 3, json: "rules", ty: Type::Message(222), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "defaultBackend", ty: Type::Message(225), repeated: false, keep_zero: true },
+        Field { tag: 2, json: "tls", ty: Type::Message(234), repeated: true, keep_zero: false },
+        Field { tag: 3, json: "rules", ty: Type::Message(229), repeated: true, keep_zero: false },
         Field { tag: 4, json: "ingressClassName", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 226
+    // 233
     Message { name: "io.k8s.api.networking.v1.IngressStatus", fields: &[
-        Field { tag: 1, json: "loadBalancer", ty: Type::Message(220), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "loadBalancer", ty: Type::Message(227), repeated: false, keep_zero: false },
     ] },
-    // 227
+    // 234
     Message { name: "io.k8s.api.networking.v1.IngressTLS", fields: &[
         Field { tag: 1, json: "hosts", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 2, json: "secretName", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 228
+    // 235
     Message { name: "io.k8s.api.networking.v1.ServiceBackendPort", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "number", ty: Type::Int32, repeated: false, keep_zero: false },
     ] },
-    // 229
+    // 236
     Message { name: "io.k8s.api.policy.v1.PodDisruptionBudget", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "spec", ty: Type::Message(230), repeated: false, keep_zero: false },
-        Field { tag: 3, json: "status", ty: Type::Message(231), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "spec", ty: Type::Message(237), repeated: false, keep_zero: false },
+        Field { tag: 3, json: "status", ty: Type::Message(238), repeated: false, keep_zero: false },
     ] },
-    // 230
+    // 237
     Message { name: "io.k8s.api.policy.v1.PodDisruptionBudgetSpec", fields: &[
         Field { tag: 1, json: "minAvailable", ty: Type::IntOrString, repeated: false, keep_zero: false },
-        Field { tag: 2, json: "selector", ty: Type::Message(242), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "selector", ty: Type::Message(249), repeated: false, keep_zero: false },
         Field { tag: 3, json: "maxUnavailable", ty: Type::IntOrString, repeated: false, keep_zero: false },
         Field { tag: 4, json: "unhealthyPodEvictionPolicy", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 231
+    // 238
     Message { name: "io.k8s.api.policy.v1.PodDisruptionBudgetStatus", fields: &[
         Field { tag: 1, json: "observedGeneration", ty: Type::Int64, repeated: false, keep_zero: false },
         Field { tag: 2, json: "disruptedPods", ty: Type::Map(MapValue::Time), repeated: false, keep_zero: false },
@@ -1671,25 +1737,25 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "currentHealthy", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 5, json: "desiredHealthy", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 6, json: "expectedPods", ty: Type::Int32, repeated: false, keep_zero: true },
-        Field { tag: 7, json: "conditions", ty: Type::Message(241), repeated: true, keep_zero: false },
+        Field { tag: 7, json: "conditions", ty: Type::Message(248), repeated: true, keep_zero: false },
     ] },
-    // 232
+    // 239
     Message { name: "io.k8s.api.rbac.v1.AggregationRule", fields: &[
-        Field { tag: 1, json: "clusterRoleSelectors", ty: Type::Message(242), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "clusterRoleSelectors", ty: Type::Message(249), repeated: true, keep_zero: false },
     ] },
-    // 233
+    // 240
     Message { name: "io.k8s.api.rbac.v1.ClusterRole", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "rules", ty: Type::Message(235), repeated: true, keep_zero: false },
-        Field { tag: 3, json: "aggregationRule", ty: Type::Message(232), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "rules", ty: Type::Message(242), repeated: true, keep_zero: false },
+        Field { tag: 3, json: "aggregationRule", ty: Type::Message(239), repeated: false, keep_zero: true },
     ] },
-    // 234
+    // 241
     Message { name: "io.k8s.api.rbac.v1.ClusterRoleBinding", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "subjects", ty: Type::Message(239), repeated: true, keep_zero: false },
-        Field { tag: 3, json: "roleRef", ty: Type::Message(238), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "subjects", ty: Type::Message(246), repeated: true, keep_zero: false },
+        Field { tag: 3, json: "roleRef", ty: Type::Message(245), repeated: false, keep_zero: true },
     ] },
-    // 235
+    // 242
     Message { name: "io.k8s.api.rbac.v1.PolicyRule", fields: &[
         Field { tag: 1, json: "verbs", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 2, json: "apiGroups", ty: Type::String, repeated: true, keep_zero: false },
@@ -1697,39 +1763,39 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 4, json: "resourceNames", ty: Type::String, repeated: true, keep_zero: false },
         Field { tag: 5, json: "nonResourceURLs", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 236
+    // 243
     Message { name: "io.k8s.api.rbac.v1.Role", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "rules", ty: Type::Message(235), repeated: true, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "rules", ty: Type::Message(242), repeated: true, keep_zero: false },
     ] },
-    // 237
+    // 244
     Message { name: "io.k8s.api.rbac.v1.RoleBinding", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "subjects", ty: Type::Message(239), repeated: true, keep_zero: false },
-        Field { tag: 3, json: "roleRef", ty: Type::Message(238), repeated: false, keep_zero: true },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
+        Field { tag: 2, json: "subjects", ty: Type::Message(246), repeated: true, keep_zero: false },
+        Field { tag: 3, json: "roleRef", ty: Type::Message(245), repeated: false, keep_zero: true },
     ] },
-    // 238
+    // 245
     Message { name: "io.k8s.api.rbac.v1.RoleRef", fields: &[
         Field { tag: 1, json: "apiGroup", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "kind", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "name", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 239
+    // 246
     Message { name: "io.k8s.api.rbac.v1.Subject", fields: &[
         Field { tag: 1, json: "kind", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "apiGroup", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 3, json: "name", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 4, json: "namespace", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 240
+    // 247
     Message { name: "io.k8s.api.scheduling.v1.PriorityClass", fields: &[
-        Field { tag: 1, json: "metadata", ty: Type::Message(245), repeated: false, keep_zero: false },
+        Field { tag: 1, json: "metadata", ty: Type::Message(252), repeated: false, keep_zero: false },
         Field { tag: 2, json: "value", ty: Type::Int32, repeated: false, keep_zero: true },
         Field { tag: 3, json: "globalDefault", ty: Type::Bool, repeated: false, keep_zero: false },
         Field { tag: 4, json: "description", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 5, json: "preemptionPolicy", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 241
+    // 248
     Message { name: "io.k8s.apimachinery.pkg.apis.meta.v1.Condition", fields: &[
         Field { tag: 1, json: "type", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "status", ty: Type::String, repeated: false, keep_zero: true },
@@ -1738,18 +1804,18 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 5, json: "reason", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 6, json: "message", ty: Type::String, repeated: false, keep_zero: true },
     ] },
-    // 242
+    // 249
     Message { name: "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector", fields: &[
         Field { tag: 1, json: "matchLabels", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
-        Field { tag: 2, json: "matchExpressions", ty: Type::Message(243), repeated: true, keep_zero: false },
+        Field { tag: 2, json: "matchExpressions", ty: Type::Message(250), repeated: true, keep_zero: false },
     ] },
-    // 243
+    // 250
     Message { name: "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement", fields: &[
         Field { tag: 1, json: "key", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 2, json: "operator", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "values", ty: Type::String, repeated: true, keep_zero: false },
     ] },
-    // 244
+    // 251
     Message { name: "io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry", fields: &[
         Field { tag: 1, json: "manager", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "operation", ty: Type::String, repeated: false, keep_zero: false },
@@ -1759,7 +1825,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 7, json: "fieldsV1", ty: Type::RawJson, repeated: false, keep_zero: true },
         Field { tag: 8, json: "subresource", ty: Type::String, repeated: false, keep_zero: false },
     ] },
-    // 245
+    // 252
     Message { name: "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", fields: &[
         Field { tag: 1, json: "name", ty: Type::String, repeated: false, keep_zero: false },
         Field { tag: 2, json: "generateName", ty: Type::String, repeated: false, keep_zero: false },
@@ -1773,11 +1839,11 @@ pub(crate) static MESSAGES: &[Message] = &[
         Field { tag: 10, json: "deletionGracePeriodSeconds", ty: Type::Int64, repeated: false, keep_zero: true },
         Field { tag: 11, json: "labels", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
         Field { tag: 12, json: "annotations", ty: Type::Map(MapValue::String), repeated: false, keep_zero: false },
-        Field { tag: 13, json: "ownerReferences", ty: Type::Message(246), repeated: true, keep_zero: false },
+        Field { tag: 13, json: "ownerReferences", ty: Type::Message(253), repeated: true, keep_zero: false },
         Field { tag: 14, json: "finalizers", ty: Type::String, repeated: true, keep_zero: false },
-        Field { tag: 17, json: "managedFields", ty: Type::Message(244), repeated: true, keep_zero: false },
+        Field { tag: 17, json: "managedFields", ty: Type::Message(251), repeated: true, keep_zero: false },
     ] },
-    // 246
+    // 253
     Message { name: "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference", fields: &[
         Field { tag: 1, json: "kind", ty: Type::String, repeated: false, keep_zero: true },
         Field { tag: 3, json: "name", ty: Type::String, repeated: false, keep_zero: true },
@@ -1798,18 +1864,21 @@ pub(crate) static KINDS: &[Kind] = &[
     Kind { api_version: "autoscaling/v2", kind: "HorizontalPodAutoscaler", message: 39 },
     Kind { api_version: "batch/v1", kind: "CronJob", message: 55 },
     Kind { api_version: "batch/v1", kind: "Job", message: 58 },
-    Kind { api_version: "networking.k8s.io/v1", kind: "Ingress", message: 217 },
-    Kind { api_version: "policy/v1", kind: "PodDisruptionBudget", message: 229 },
-    Kind { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", message: 233 },
-    Kind { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", message: 234 },
-    Kind { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", message: 236 },
-    Kind { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", message: 237 },
-    Kind { api_version: "scheduling.k8s.io/v1", kind: "PriorityClass", message: 240 },
-    Kind { api_version: "v1", kind: "ConfigMap", message: 81 },
-    Kind { api_version: "v1", kind: "Namespace", message: 129 },
-    Kind { api_version: "v1", kind: "Pod", message: 146 },
-    Kind { api_version: "v1", kind: "ResourceQuota", message: 174 },
-    Kind { api_version: "v1", kind: "Secret", message: 184 },
-    Kind { api_version: "v1", kind: "Service", message: 190 },
-    Kind { api_version: "v1", kind: "ServiceAccount", message: 191 },
+    Kind { api_version: "coordination.k8s.io/v1", kind: "Lease", message: 70 },
+    Kind { api_version: "events.k8s.io/v1", kind: "Event", message: 220 },
+    Kind { api_version: "networking.k8s.io/v1", kind: "Ingress", message: 224 },
+    Kind { api_version: "policy/v1", kind: "PodDisruptionBudget", message: 236 },
+    Kind { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRole", message: 240 },
+    Kind { api_version: "rbac.authorization.k8s.io/v1", kind: "ClusterRoleBinding", message: 241 },
+    Kind { api_version: "rbac.authorization.k8s.io/v1", kind: "Role", message: 243 },
+    Kind { api_version: "rbac.authorization.k8s.io/v1", kind: "RoleBinding", message: 244 },
+    Kind { api_version: "scheduling.k8s.io/v1", kind: "PriorityClass", message: 247 },
+    Kind { api_version: "v1", kind: "ConfigMap", message: 83 },
+    Kind { api_version: "v1", kind: "Event", message: 107 },
+    Kind { api_version: "v1", kind: "Namespace", message: 134 },
+    Kind { api_version: "v1", kind: "Pod", message: 151 },
+    Kind { api_version: "v1", kind: "ResourceQuota", message: 179 },
+    Kind { api_version: "v1", kind: "Secret", message: 189 },
+    Kind { api_version: "v1", kind: "Service", message: 195 },
+    Kind { api_version: "v1", kind: "ServiceAccount", message: 196 },
 ];

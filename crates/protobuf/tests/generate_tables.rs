@@ -13,14 +13,16 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::Resource;
 use k8s_openapi::api::{
-    apps, authentication, autoscaling, batch, core, networking, policy, rbac, scheduling,
+    apps, authentication, autoscaling, batch, coordination, core, events, networking, policy, rbac,
+    scheduling,
 };
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 /// The kinds the decoder accepts: every kind kubectl sends as protobuf (`create deployment|namespace|
 /// configmap|secret|service|job|cronjob|serviceaccount|role|rolebinding|clusterrole|clusterrolebinding|
-/// quota|priorityclass|pdb|ingress|token`, `autoscale`) plus the other workload kinds.
+/// quota|priorityclass|pdb|ingress|token`, `autoscale`) plus the other workload kinds, and the
+/// kinds protobuf-speaking components (kubelets, controllers built on client-go) write often.
 fn roots() -> Vec<Root> {
     vec![
         Root::of::<core::v1::Namespace>(),
@@ -46,6 +48,9 @@ fn roots() -> Vec<Root> {
         Root::of::<networking::v1::Ingress>(),
         Root::of::<scheduling::v1::PriorityClass>(),
         Root::of::<authentication::v1::TokenRequest>(),
+        Root::of::<coordination::v1::Lease>(),
+        Root::of::<events::v1::Event>(),
+        Root::of::<core::v1::Event>(),
     ]
 }
 

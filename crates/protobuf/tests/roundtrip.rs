@@ -1093,3 +1093,72 @@ fn every_table_kind_is_a_kind_kubectl_sends() {
         assert!(kinds.contains(&needed), "{needed:?} missing");
     }
 }
+
+#[test]
+fn lease_and_event_micro_times_keep_microseconds() {
+    use k8s_pb::api::coordination;
+    let micro = |seconds: i64, nanos: i32| {
+        Some(meta::MicroTime {
+            seconds: Some(seconds),
+            nanos: Some(nanos),
+        })
+    };
+    let lease = coordination::v1::Lease {
+        metadata: object_meta("node-1"),
+        spec: Some(coordination::v1::LeaseSpec {
+            holder_identity: s("node-1"),
+            lease_duration_seconds: Some(40),
+            acquire_time: micro(1_700_000_000, 0),
+            renew_time: micro(1_700_000_000, 123_456_789),
+            lease_transitions: Some(0),
+            strategy: None,
+            preferred_holder: None,
+        }),
+    };
+    let expected = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": object_meta_json("node-1"),
+        "spec": { "holderIdentity": "node-1", "leaseDurationSeconds": 40, "acquireTime": "2023-11-14T22:13:20.000000Z",
+                  "renewTime": "2023-11-14T22:13:20.123456Z", "leaseTransitions": 0 },
+    });
+    let _: k8s_openapi::api::coordination::v1::Lease =
+        check("coordination.k8s.io/v1", "Lease", &lease, expected);
+
+    let event = core::v1::Event {
+        metadata: object_meta("web.1"),
+        involved_object: Some(core::v1::ObjectReference {
+            kind: s("Pod"),
+            namespace: s("default"),
+            name: s("web"),
+            uid: s("u-2"),
+            api_version: s("v1"),
+            resource_version: s(""),
+            field_path: s("spec.containers{web}"),
+        }),
+        reason: s("Pulled"),
+        message: s("Container image already present"),
+        source: Some(core::v1::EventSource {
+            component: s("kubelet"),
+            host: s("node-1"),
+        }),
+        first_timestamp: time(1_700_000_000),
+        last_timestamp: time(1_700_000_060),
+        count: Some(2),
+        r#type: s("Normal"),
+        event_time: Some(meta::MicroTime::default()),
+        series: None,
+        action: s(""),
+        related: None,
+        reporting_component: s("kubelet"),
+        reporting_instance: s("node-1"),
+    };
+    let expected = json!({
+        "apiVersion": "v1", "kind": "Event", "metadata": object_meta_json("web.1"),
+        "involvedObject": { "kind": "Pod", "namespace": "default", "name": "web", "uid": "u-2", "apiVersion": "v1",
+                            "fieldPath": "spec.containers{web}" },
+        "reason": "Pulled", "message": "Container image already present",
+        "source": { "component": "kubelet", "host": "node-1" },
+        "firstTimestamp": "2023-11-14T22:13:20Z", "lastTimestamp": "2023-11-14T22:14:20Z", "count": 2,
+        "type": "Normal", "reportingComponent": "kubelet", "reportingInstance": "node-1",
+    });
+    let _: k8s_openapi::api::core::v1::Event = check("v1", "Event", &event, expected);
+}
