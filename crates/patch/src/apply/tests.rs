@@ -753,3 +753,30 @@ fn port_keys_default_their_protocol_even_when_the_schema_does_not_say() {
         2
     );
 }
+
+#[test]
+fn configuration_order_wins_for_shared_elements() {
+    let c = components();
+    let with = |names: &[&str]| {
+        let mut cfg = config(2, "x");
+        cfg["spec"]["template"]["spec"]["containers"] =
+            Value::Array(names.iter().map(|n| json!({"name": n, "image": n})).collect());
+        cfg
+    };
+    let live = server_side_apply(None, &with(&["a", "b"]), "kubectl", false, schema(&c), NOW).unwrap();
+    let live = server_side_apply(Some(&live), &with(&["x"]), "injector", false, schema(&c), NOW).unwrap();
+    let names = |o: &Value| -> Vec<String> {
+        o["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&live), ["a", "b", "x"]);
+    let swapped =
+        server_side_apply(Some(&live), &with(&["b", "a"]), "kubectl", false, schema(&c), NOW).unwrap();
+    // structured-merge-diff's merge: shared elements in the configuration's order, a live-only element
+    // after the shared element it followed.
+    assert_eq!(names(&swapped), ["b", "x", "a"]);
+}

@@ -521,3 +521,73 @@ fn patch_must_be_an_object_and_original_is_left_alone() {
     let _ = strategic_merge_patch(&original, &json!({"spec": {"replicas": 9}}), schema).unwrap();
     assert_eq!(original, before);
 }
+
+#[test]
+fn kubectl_apply_three_way_patches() {
+    // The shapes `kubectl apply` (client-side) sends after diffing last-applied against the new file.
+    let c = components();
+    let original = deployment(json!([
+        {"name": "a", "image": "a", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]},
+        {"name": "b", "image": "b"}]));
+    let cases = [
+        (
+            "drop a container",
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "a"}],
+                "containers": [{"$patch": "delete", "name": "b"}]}}}}),
+            json!([{"name": "a", "image": "a", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}]),
+        ),
+        (
+            "drop an env var and change an image",
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+                "containers": [{"name": "a", "image": "a2", "$setElementOrder/env": [{"name": "Y"}],
+                    "env": [{"$patch": "delete", "name": "X"}]}]}}}}),
+            json!([{"name": "a", "image": "a2", "env": [{"name": "Y", "value": "2"}]}, {"name": "b", "image": "b"}]),
+        ),
+        (
+            "swap the containers",
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "b"}, {"name": "a"}]}}}}),
+            json!([{"name": "b", "image": "b"},
+                {"name": "a", "image": "a", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}]),
+        ),
+    ];
+    for (what, patch, expected) in cases {
+        let result = smp(&c, DEPLOYMENT, original.clone(), patch).unwrap();
+        assert_eq!(containers_of(&result), &expected, "{what}");
+    }
+}
+
+#[test]
+fn last_applied_annotation_and_labels_patch_together() {
+    let c = components();
+    let original = deployment(json!([{"name": "a"}]));
+    let patch = json!({"metadata": {"annotations": {
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"Deployment\"}\n"},
+        "labels": {"app": "web", "version": "2"}}});
+    let result = smp(&c, DEPLOYMENT, original, patch).unwrap();
+    assert_eq!(
+        result["metadata"]["labels"],
+        json!({"app": "web", "version": "2"})
+    );
+    assert_eq!(
+        result["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+        json!("{\"kind\":\"Deployment\"}\n")
+    );
+}
+
+#[test]
+fn owner_references_merge_by_uid() {
+    let c = components();
+    let original = json!({"metadata": {"ownerReferences": [
+        {"uid": "1", "kind": "ReplicaSet", "name": "rs1", "controller": true}]}});
+    let patch = json!({"metadata": {"ownerReferences": [{"uid": "2", "kind": "Node", "name": "n"},
+        {"uid": "1", "controller": false}]}});
+    let result = smp(&c, POD, original, patch).unwrap();
+    assert_eq!(
+        result["metadata"]["ownerReferences"],
+        json!([{"uid": "2", "kind": "Node", "name": "n"},
+            {"uid": "1", "kind": "ReplicaSet", "name": "rs1", "controller": false}])
+    );
+}
