@@ -110,3 +110,52 @@ pub(crate) fn encode(object: &mut Value, mut entries: Vec<ManagedEntry>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn unreadable_entries_are_dropped_and_the_rest_sorted() {
+        let object = json!({"metadata": {"managedFields": [
+            {"manager": "z", "operation": "Update", "apiVersion": "v1", "time": "2026-01-02T00:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:a": {}}}},
+            {"manager": "bad", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"x:nope": {}}},
+            {"manager": "other-format", "operation": "Update", "fieldsType": "FieldsV2", "fieldsV1": {}},
+            {"manager": "no-operation", "fieldsType": "FieldsV1", "fieldsV1": {"f:a": {}}},
+            {"manager": "a", "operation": "Update", "apiVersion": "v1", "time": "2026-01-01T00:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:b": {}}}},
+            {"manager": "k", "operation": "Apply", "apiVersion": "v1", "time": "2026-01-03T00:00:00Z",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:c": {}}}, "subresource": ""},
+            {"manager": "empty", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {}},
+        ]}});
+        let entries = decode(&object);
+        let managers: Vec<&str> = entries.iter().map(|e| e.manager.as_str()).collect();
+        assert_eq!(managers, ["z", "a", "k", "empty"]);
+        assert!(entries[2].is("k", APPLY, "whatever"));
+        assert!(
+            !entries[0].is("z", UPDATE, "v2"),
+            "Update entries are per API version"
+        );
+
+        let mut out = json!({"metadata": {"name": "x"}});
+        encode(&mut out, entries);
+        let encoded: Vec<&str> = out["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            encoded,
+            ["k", "a", "z"],
+            "Apply first, then oldest first; empty entries dropped"
+        );
+        assert!(out["metadata"]["managedFields"][0].get("subresource").is_none());
+
+        encode(&mut out, Vec::new());
+        assert_eq!(out, json!({"metadata": {"name": "x"}}));
+    }
+}
