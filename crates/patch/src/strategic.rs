@@ -8,7 +8,7 @@
 //! in the patch steer the merge and never reach the result:
 //! - `$patch: replace | delete | merge` on a map, and as a list element (`{"name": "x", "$patch": "delete"}`
 //!   removes the element with that merge key, `{"$patch": "replace"}` makes the list exactly the patch's).
-//!   A deleted map loses its key (kube-apiserver leaves `{}` behind; both decode to an absent field);
+//!   A deleted map loses its key (kube-apiserver leaves an empty `{}` behind);
 //! - `$retainKeys: [...]` drops every key of the original map not listed (`retainKeys` strategy);
 //! - `$setElementOrder/<list>: [...]` fixes the final order of a merged list;
 //! - `$deleteFromPrimitiveList/<list>: [...]` removes scalars from a merged scalar list.
