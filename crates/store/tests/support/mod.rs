@@ -5,3 +5,4 @@ pub mod backends;
 pub mod child;
 pub mod history;
 pub mod linearizability;
+pub mod load;
