@@ -134,10 +134,12 @@ impl EtcdCluster {
         self.members[i].client_url.clone()
     }
 
-    /// The index of the current leader, as reported by the first running member that knows one.
+    /// The index of the current leader: a running member that a running member names as its leader.
+    /// [`Error::NoLeader`] while an election is under way (or a survivor still names a dead leader): ask
+    /// again.
     pub async fn leader_index(&self) -> Result<usize> {
         let mut ids = Vec::with_capacity(self.members.len());
-        let mut leader = None;
+        let mut leaders = Vec::new();
         for member in &self.members {
             if member.child.is_none() {
                 ids.push(None);
@@ -154,16 +156,14 @@ impl EtcdCluster {
             match status {
                 Ok(status) => {
                     ids.push(status.header().map(|h| h.member_id()));
-                    if status.leader() != 0 {
-                        leader.get_or_insert(status.leader());
-                    }
+                    leaders.push(status.leader());
                 }
                 Err(_) => ids.push(None),
             }
         }
-        let leader = leader.ok_or(Error::NoLeader)?;
-        ids.iter()
-            .position(|id| *id == Some(leader))
+        leaders
+            .iter()
+            .find_map(|leader| ids.iter().position(|id| *leader != 0 && *id == Some(*leader)))
             .ok_or(Error::NoLeader)
     }
 
