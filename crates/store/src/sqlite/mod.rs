@@ -16,6 +16,9 @@
 //!   see it, but every caller of the batch gets an error (the "acknowledgement lost" case).
 //! - `sqlite::compact_batch` — before each compaction step removes rows; an error fails that step (inside the
 //!   writer's batch, which is rolled back with it) and compaction retries on its next round.
+//!
+//! `return` fails every store in the process; `return(TEXT)` only stores whose database path contains
+//! `TEXT` (e.g. the test's temp dir name), so tests running in parallel do not disturb each other.
 
 mod compact;
 mod read;
@@ -66,7 +69,7 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// The largest value accepted.
     pub value_limit: usize,
-    /// How many idle reader connections are kept.
+    /// How many reads run at once, each on its own connection (the rest wait their turn).
     pub readers: usize,
 }
 
@@ -90,7 +93,13 @@ impl Default for SqliteOptions {
 /// The state the writer, the readers, the dispatcher and the compactor share.
 struct Shared {
     options: SqliteOptions,
+    /// The database file, as fault points match it (see the module documentation).
+    path: String,
     readers: read::Readers,
+    /// One permit per reader connection: bounds the blocking threads and connections reads use.
+    read_permits: tokio::sync::Semaphore,
+    /// Turns true when the backend is dropped, so that watch catch-up tasks stop waiting on their readers.
+    closing: tokio::sync::watch::Sender<bool>,
     hub: Hub,
     /// As last committed by the writer.
     current: AtomicI64,
@@ -111,7 +120,10 @@ struct Control {
 impl Shared {
     fn new(path: &Path, stored: Stored, options: SqliteOptions) -> Self {
         Shared {
-            readers: read::Readers::new(path.to_path_buf(), options.readers),
+            path: path.display().to_string(),
+            readers: read::Readers::new(path.to_path_buf(), options.readers.max(1)),
+            read_permits: tokio::sync::Semaphore::new(options.readers.max(1)),
+            closing: tokio::sync::watch::Sender::new(false),
             hub: Hub::new(stored.current, options.history_window),
             current: AtomicI64::new(stored.current),
             compacted: AtomicI64::new(stored.compacted),
@@ -244,7 +256,9 @@ async fn read_blocking<T: Send + 'static>(
     shared: Arc<Shared>,
     f: impl FnOnce(&Connection, Stored) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(move || shared.readers.with(f))
+    let _permit = shared.read_permits.acquire().await.map_err(|_| Error::Closed)?;
+    let reader = shared.clone();
+    tokio::task::spawn_blocking(move || reader.readers.with(f))
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))?
 }
@@ -252,7 +266,15 @@ async fn read_blocking<T: Send + 'static>(
 /// Feeds a watch that starts before the ring: pages of the log from disk, then registration with the hub
 /// once the ring reaches back far enough (each page ends at a revision boundary, and registration sends the
 /// rest from the ring, so nothing is skipped or repeated).
-async fn catch_up(shared: Arc<Shared>, mut watcher: Watcher) {
+async fn catch_up(shared: Arc<Shared>, watcher: Watcher) {
+    let mut closing = shared.closing.subscribe();
+    tokio::select! {
+        () = catch_up_until_live(shared.clone(), watcher) => {}
+        _ = closing.wait_for(|closing| *closing) => {}
+    }
+}
+
+async fn catch_up_until_live(shared: Arc<Shared>, mut watcher: Watcher) {
     loop {
         let (prefix, from) = (watcher.prefix.clone(), watcher.next);
         let page = read_blocking(shared.clone(), move |conn, snapshot| {
@@ -383,6 +405,8 @@ impl Backend for SqliteBackend {
 
 impl Drop for SqliteBackend {
     fn drop(&mut self) {
+        self.shared.closing.send_replace(true);
+        self.shared.read_permits.close();
         self.shared.control.lock().stop = true;
         self.shared.control_changed.notify_all();
         // The compactor holds a sender to the writer, so it stops first; then the writer drains its queue and
@@ -912,6 +936,48 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    /// Fault points are global to the process; `return(TEXT)` limits this one to this test's store.
+    #[cfg(feature = "failpoints")]
+    #[tokio::test]
+    async fn a_failure_before_commit_fails_the_whole_batch_and_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(&dir, SqliteOptions::default()).await;
+        let (kept, _) = done(store.create(b"/kept", Bytes::from_static(b"v")).await.unwrap());
+        let mut watch = store
+            .watch(WatchRequest {
+                prefix: Bytes::new(),
+                start_revision: 0,
+                progress_interval: None,
+            })
+            .await
+            .unwrap();
+        let only_here = dir.path().file_name().unwrap().to_str().unwrap().to_string();
+        fail::cfg("sqlite::before_commit", &format!("return({only_here})")).unwrap();
+        let writes = (0..20).map(|i| {
+            let store = &store;
+            async move { store.create(format!("/lost/{i}").as_bytes(), Bytes::new()).await }
+        });
+        let results = futures::future::join_all(writes).await;
+        let conflict = store.update(b"/kept", Bytes::new(), kept + 1).await;
+        fail::remove("sqlite::before_commit");
+
+        assert!(results.iter().all(|r| r.is_err()), "{results:?}");
+        assert!(
+            conflict.is_err(),
+            "a guard that fails in a failed batch reports the batch's failure"
+        );
+        assert_eq!(store.current_revision().await.unwrap(), kept);
+        assert_eq!(store.count(b"/lost/").await.unwrap(), 0);
+        let (next, _) = done(store.create(b"/after", Bytes::new()).await.unwrap());
+        assert_eq!(next, kept + 1, "the failed batch consumed no revision");
+        let events = collect_events(&mut watch, 1).await;
+        assert_eq!(
+            events[0].kv.key,
+            Bytes::from_static(b"/after"),
+            "watchers saw nothing of the failed batch"
         );
     }
 }

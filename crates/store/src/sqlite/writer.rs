@@ -177,7 +177,7 @@ impl Writer {
         }
         // An error injected here is the "committed, but the caller never heard" case: state and watchers
         // move on, and every caller of the batch sees a failure.
-        let after_commit = after_commit();
+        let after_commit = after_commit(&self.shared.path);
         for (request, outcome) in batch.drain(..).zip(outcomes) {
             match (&after_commit, outcome) {
                 (Err(error), _) => answer_error(request, error),
@@ -215,6 +215,7 @@ impl Writer {
                 },
                 Request::Purge(_) => Outcome::More(purge_step(
                     &self.conn,
+                    &self.shared.path,
                     &mut stored,
                     self.shared.options.compaction_batch.max(1),
                 )?),
@@ -230,7 +231,7 @@ impl Writer {
         if stored.current != self.stored.current {
             set_meta(&self.conn, META_CURRENT, stored.current)?;
         }
-        before_commit()?;
+        before_commit(&self.shared.path)?;
         self.conn.execute_batch("COMMIT")?;
         Ok((outcomes, stored))
     }
@@ -239,23 +240,46 @@ impl Writer {
 /// A batch stops growing at this many bytes of keys and values, so one transaction stays short.
 const MAX_BATCH_BYTES: usize = 16 << 20;
 
-fn before_commit() -> Result<()> {
-    fail::fail_point!("sqlite::before_commit", |_| Err(injected(
-        "sqlite::before_commit"
-    )));
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn before_commit(path: &str) -> Result<()> {
+    fail::fail_point!("sqlite::before_commit", |only| injected(
+        "sqlite::before_commit",
+        path,
+        only
+    ));
     Ok(())
 }
 
-fn after_commit() -> Result<()> {
-    fail::fail_point!("sqlite::after_commit", |_| Err(injected("sqlite::after_commit")));
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn after_commit(path: &str) -> Result<()> {
+    fail::fail_point!("sqlite::after_commit", |only| injected(
+        "sqlite::after_commit",
+        path,
+        only
+    ));
     Ok(())
 }
 
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn compact_batch(path: &str) -> Result<()> {
+    fail::fail_point!("sqlite::compact_batch", |only| injected(
+        "sqlite::compact_batch",
+        path,
+        only
+    ));
+    Ok(())
+}
+
+/// The failure a configured fault point injects into the store at `path`: none when the point was given a
+/// path fragment (`return(TEXT)`) that this store's path does not contain.
 #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-fn injected(point: &str) -> Error {
-    Error::Io(std::io::Error::other(format!(
-        "injected failure at fail point {point}"
-    )))
+fn injected(point: &str, path: &str, only: Option<String>) -> Result<()> {
+    match only {
+        Some(fragment) if !fragment.is_empty() && !path.contains(&fragment) => Ok(()),
+        _ => Err(Error::Io(std::io::Error::other(format!(
+            "injected failure at fail point {point}"
+        )))),
+    }
 }
 
 fn answer(request: Request, outcome: Result<Outcome>) {
@@ -413,14 +437,12 @@ fn apply_write(
 /// after the last purged one (never beyond `C - 1`). A row is unreachable once its key's next write is at or
 /// below `C - 1`; a tombstone at or below `C - 1` is unreachable itself. Rows at `C - 1` and above that are
 /// the predecessors of later writes stay: they are the `prev` values of watch events from `C` on.
-fn purge_step(conn: &Connection, stored: &mut Stored, step: i64) -> Result<bool> {
+fn purge_step(conn: &Connection, path: &str, stored: &mut Stored, step: i64) -> Result<bool> {
     let last = stored.compacted - 1;
     if stored.purged >= last {
         return Ok(false);
     }
-    fail::fail_point!("sqlite::compact_batch", |_| Err(injected(
-        "sqlite::compact_batch"
-    )));
+    compact_batch(path)?;
     let from = stored.purged;
     let to = (from + step).min(last);
     conn.prepare_cached(
