@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Renders facts.json (from extract_go_facts.py) into src/extensions_table.rs.
 
-    render_extensions.py facts.json > ../src/extensions_table.rs && rustfmt --edition 2024 ../src/extensions_table.rs
+    render_extensions.py facts.json > ../src/extensions_table.rs && cargo fmt -p rkube-openapi
 """
 import json
 import sys
