@@ -18,13 +18,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RESOURCES = {
     "api/v1": [("namespaces", "Namespace", False), ("configmaps", "ConfigMap", True), ("secrets", "Secret", True),
-               ("services", "Service", True), ("serviceaccounts", "ServiceAccount", True), ("pods", "Pod", True)],
+               ("services", "Service", True), ("serviceaccounts", "ServiceAccount", True), ("pods", "Pod", True),
+               ("resourcequotas", "ResourceQuota", True)],
     "apis/apps/v1": [("deployments", "Deployment", True), ("replicasets", "ReplicaSet", True),
                      ("daemonsets", "DaemonSet", True), ("statefulsets", "StatefulSet", True)],
     "apis/batch/v1": [("jobs", "Job", True), ("cronjobs", "CronJob", True)],
     "apis/rbac.authorization.k8s.io/v1": [("roles", "Role", True), ("rolebindings", "RoleBinding", True),
                                           ("clusterroles", "ClusterRole", False),
                                           ("clusterrolebindings", "ClusterRoleBinding", False)],
+    "apis/policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
+    "apis/networking.k8s.io/v1": [("ingresses", "Ingress", True)],
+    "apis/scheduling.k8s.io/v1": [("priorityclasses", "PriorityClass", False)],
 }
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 

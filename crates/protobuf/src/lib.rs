@@ -153,8 +153,13 @@ fn decode_message(message: &'static Message, bytes: &[u8]) -> Result<Map<String,
         }
         if field.repeated && wire_type == WireType::Len && is_packable(field.ty) {
             let mut packed = Reader::new(reader.bytes()?);
+            let element = if field.ty == Type::Double {
+                WireType::Fixed64
+            } else {
+                WireType::Varint
+            };
             while !packed.is_empty() {
-                let value = scalar(field.ty, &mut packed, WireType::Varint)?;
+                let value = scalar(field.ty, &mut packed, element)?;
                 push(&mut object, field.json, value);
             }
             continue;
@@ -441,6 +446,18 @@ fn trim_fraction(value: u64, unit: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_scalars_accept_packed_and_unpacked_encodings() {
+        let pod_security_context = tables::MESSAGES
+            .iter()
+            .find(|m| m.name == "io.k8s.api.core.v1.PodSecurityContext")
+            .unwrap();
+        // supplementalGroups (tag 4): packed [1, 2, 3], then one unpacked 4.
+        let bytes = [0x22, 0x03, 0x01, 0x02, 0x03, 0x20, 0x04];
+        let decoded = decode_message(pod_security_context, &bytes).unwrap();
+        assert_eq!(decoded["supplementalGroups"], serde_json::json!([1, 2, 3, 4]));
+    }
 
     #[test]
     fn durations_print_like_go() {

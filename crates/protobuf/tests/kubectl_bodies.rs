@@ -81,6 +81,42 @@ fn create_role_and_bindings() {
 }
 
 #[test]
+fn create_secret_docker_registry() {
+    check("secrets-docker");
+}
+
+#[test]
+fn create_cronjob_quota_pdb_ingress_priorityclass() {
+    for resource in [
+        "cronjobs",
+        "resourcequotas",
+        "poddisruptionbudgets",
+        "ingresses",
+        "priorityclasses",
+    ] {
+        check(resource);
+    }
+}
+
+/// `kubectl create token robot --duration=1h --audience=api` (no `--dry-run` for tokens, so the expected
+/// JSON is written out: Go's JSON keeps `status.token` because its tag has no `omitempty`).
+#[test]
+fn create_token() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let decoded = rkube_protobuf::decode(&std::fs::read(dir.join("token.bin")).unwrap()).unwrap();
+    assert_eq!(
+        decoded,
+        serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {},
+            "spec": { "audiences": ["api"], "expirationSeconds": 3600 },
+            "status": { "token": "" },
+        })
+    );
+}
+
+#[test]
 fn rejects_bodies_without_magic_or_with_unknown_kinds() {
     assert!(matches!(
         rkube_protobuf::decode(b"{}"),

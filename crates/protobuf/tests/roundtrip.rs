@@ -410,6 +410,7 @@ fn pod_spec() -> core::v1::PodSpec {
         host_network: Some(false),
         security_context: Some(core::v1::PodSecurityContext {
             fs_group: Some(2000),
+            supplemental_groups: vec![0, 3000],
             sysctls: vec![core::v1::Sysctl {
                 name: s("net.core.somaxconn"),
                 value: s("1024"),
@@ -496,7 +497,7 @@ fn pod_spec_json() -> Value {
         "nodeSelector": { "kubernetes.io/os": "linux" },
         "serviceAccountName": "robot",
         "automountServiceAccountToken": false,
-        "securityContext": { "fsGroup": 2000, "sysctls": [{ "name": "net.core.somaxconn", "value": "1024" }] },
+        "securityContext": { "fsGroup": 2000, "supplementalGroups": [0, 3000], "sysctls": [{ "name": "net.core.somaxconn", "value": "1024" }] },
         "imagePullSecrets": [{ "name": "regcred" }],
         "affinity": {
             "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": { "nodeSelectorTerms": [
