@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod defaults;
 pub mod discovery;
+pub mod events;
 pub mod output;
 pub mod registry;
 pub mod request;
@@ -24,6 +25,7 @@ pub mod watch;
 
 pub mod alloc;
 pub mod auth;
+pub mod server;
 pub mod tables;
 pub mod tls;
 pub mod validation;
@@ -121,7 +123,13 @@ impl ApiState {
         let registry = registry::Registry::builtin();
         let server_address = format!("{}:{}", options.advertise_address, options.advertise_port);
         let discovery = discovery::Discovery::build(&registry, &server_address);
-        let caches = cache::Caches::new(registry.kinds().iter().map(|k| k.group_resource().to_string()));
+        let caches = cache::Caches::new(
+            registry
+                .kinds()
+                .iter()
+                .filter(|k| k.conversion.is_none())
+                .map(|k| k.group_resource().to_string()),
+        );
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(caches.clone().run(store.clone(), loaded_tx));
         loaded_rx.await.map_err(|_| StartError::CacheLoad)?;

@@ -52,6 +52,16 @@ const GET_PATCH_UPDATE: &[&str] = &["get", "patch", "update"];
 const CREATE: &[&str] = &["create"];
 const CREATE_GET: &[&str] = &["create", "get"];
 
+/// A kind stored as another resource's objects (events.k8s.io/v1 Events are core/v1 Events, as in
+/// Kubernetes): converted on the way into and out of the store.
+#[derive(Clone, Copy)]
+pub struct Conversion {
+    /// The group-resource whose keys hold the objects: `events`.
+    pub storage: &'static str,
+    pub to_storage: fn(&Value) -> Value,
+    pub from_storage: fn(&Value) -> Value,
+}
+
 /// One served resource.
 pub struct Kind {
     pub group: &'static str,
@@ -71,6 +81,7 @@ pub struct Kind {
     /// The type's JSON schema (k8s-openapi's `schemars` impl), for the OpenAPI documents.
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
     pub strategy: Strategy,
+    pub conversion: Option<Conversion>,
 }
 
 impl Kind {
@@ -88,9 +99,33 @@ impl Kind {
         crate::status::GroupResource::new(self.group, self.plural)
     }
 
+    /// The group-resource whose store keys and watch cache hold this kind's objects.
+    pub fn storage_resource(&self) -> String {
+        match &self.conversion {
+            Some(c) => c.storage.to_string(),
+            None => self.group_resource().to_string(),
+        }
+    }
+
     /// The store key prefix of every object of this kind: `/registry/deployments.apps/`.
     pub fn key_prefix(&self) -> String {
-        format!("/registry/{}/", self.group_resource())
+        format!("/registry/{}/", self.storage_resource())
+    }
+
+    /// An object as this kind shows it, from its stored form.
+    pub fn from_storage(&self, stored: Value) -> Value {
+        match &self.conversion {
+            Some(c) => (c.from_storage)(&stored),
+            None => stored,
+        }
+    }
+
+    /// An object as it is stored, from this kind's form.
+    pub fn to_storage<'a>(&self, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
+        match &self.conversion {
+            Some(c) => std::borrow::Cow::Owned((c.to_storage)(obj)),
+            None => std::borrow::Cow::Borrowed(obj),
+        }
     }
 
     pub fn subresource(&self, name: &str) -> Option<&Subresource> {
@@ -141,6 +176,7 @@ where
         decode: decode_as::<T>,
         schema: T::json_schema,
         strategy,
+        conversion: None,
     }
 }
 
@@ -202,7 +238,14 @@ impl Registry {
             kind::<batch::v1::Job>(&[], all, vec![status()], s("Job")),
             kind::<discovery::v1::EndpointSlice>(&[], &[], vec![], s("EndpointSlice")),
             kind::<coordination::v1::Lease>(&[], &[], vec![], s("Lease")),
-            kind::<events::v1::Event>(&["ev"], &[], vec![], s("Event")),
+            Kind {
+                conversion: Some(Conversion {
+                    storage: "events",
+                    to_storage: crate::events::to_core,
+                    from_storage: crate::events::from_core,
+                }),
+                ..kind::<events::v1::Event>(&["ev"], &[], vec![], s("Event"))
+            },
             kind::<rbac::v1::Role>(&[], &[], vec![], s("Role")),
             kind::<rbac::v1::RoleBinding>(&[], &[], vec![], s("RoleBinding")),
             kind::<rbac::v1::ClusterRole>(&[], &[], vec![], s("ClusterRole")),
@@ -306,6 +349,10 @@ mod tests {
     #[test]
     fn builtin_kinds_are_named_like_kubernetes() {
         let r = Registry::builtin();
+        assert_eq!(
+            r.get("events.k8s.io", "v1", "events").unwrap().key_prefix(),
+            "/registry/events/"
+        );
         let deploy = r.get("apps", "v1", "deployments").unwrap();
         assert_eq!(deploy.kind, "Deployment");
         assert_eq!(deploy.singular, "deployment");

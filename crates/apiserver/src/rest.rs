@@ -104,6 +104,35 @@ pub async fn handle(state: &Arc<ApiState>, kind: &Kind, req: ApiRequest) -> Resu
     }
 }
 
+/// An object read from the store, in the kind's own form.
+pub(crate) fn from_store(
+    kind: &Kind,
+    key: String,
+    stored: &[u8],
+    rv: Revision,
+) -> Result<CachedObject, ApiError> {
+    let bad = |e: serde_json::Error| ApiError::Internal(format!("stored object {key} is not JSON: {e}"));
+    match kind.conversion {
+        None => CachedObject::from_stored(key.clone(), stored, rv).map_err(bad),
+        Some(_) => {
+            let value: Value = serde_json::from_slice(stored).map_err(bad)?;
+            Ok(CachedObject::from_value(key, &mut kind.from_storage(value), rv))
+        }
+    }
+}
+
+/// A cached (stored-form) object in the kind's own form.
+pub(crate) fn shown(kind: &Kind, obj: Arc<CachedObject>) -> Arc<CachedObject> {
+    match kind.conversion {
+        None => obj,
+        Some(_) => Arc::new(CachedObject::from_value(
+            obj.key.clone(),
+            &mut kind.from_storage(obj.value.clone()),
+            obj.rv,
+        )),
+    }
+}
+
 /// Reads one object from the store (a consistent read), `metadata.resourceVersion` stamped.
 pub(crate) async fn read(
     state: &ApiState,
@@ -113,9 +142,12 @@ pub(crate) async fn read(
     let Some(kv) = state.store.get(store_key(kind, key).as_bytes(), 0).await? else {
         return Ok(None);
     };
-    let obj = CachedObject::from_stored(key.to_string(), &kv.value, kv.mod_revision)
-        .map_err(|e| ApiError::Internal(format!("stored object {key} is not JSON: {e}")))?;
-    Ok(Some(Arc::new(obj)))
+    Ok(Some(Arc::new(from_store(
+        kind,
+        key.to_string(),
+        &kv.value,
+        kv.mod_revision,
+    )?)))
 }
 
 async fn get(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Result<Response, ApiError> {
@@ -126,7 +158,7 @@ async fn get(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Result<Res
         Some(rv) => Some(parse_rv(rv)?),
     };
     let obj = match from_cache {
-        Some(rv) if wait_cache(state, rv).await => cache_of(state, kind)?.get(&key),
+        Some(rv) if wait_cache(state, rv).await => cache_of(state, kind)?.get(&key).map(|o| shown(kind, o)),
         _ => read(state, kind, &key).await?,
     };
     let obj = obj.ok_or_else(|| not_found(kind, name))?;
@@ -154,7 +186,7 @@ pub(crate) fn cache_of<'a>(
 ) -> Result<&'a Arc<crate::cache::ResourceCache>, ApiError> {
     state
         .caches
-        .resource(&kind.group_resource().to_string())
+        .resource(&kind.storage_resource())
         .ok_or_else(|| ApiError::Internal(format!("no watch cache for {}", kind.group_resource())))
 }
 
@@ -235,8 +267,7 @@ async fn list_from_store(
         revision = resp.revision;
         for (i, kv) in resp.kvs.iter().enumerate() {
             let key = String::from_utf8_lossy(&kv.key[kind.key_prefix().len()..]).into_owned();
-            let obj = CachedObject::from_stored(key, &kv.value, kv.mod_revision)
-                .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?;
+            let obj = from_store(kind, key, &kv.value, kv.mod_revision)?;
             if selector.matches(&obj.value) {
                 items.push(Arc::new(obj));
             }
@@ -315,6 +346,22 @@ pub(crate) async fn list_page(
         return list_from_store(state, kind, &prefix, None, 0, limit, &selector).await;
     }
     let cache = cache_of(state, kind)?;
+    if kind.conversion.is_some() {
+        let snapshot = cache.list(&prefix, None, 0, |_| true);
+        let mut items: Vec<_> = snapshot
+            .items
+            .into_iter()
+            .map(|o| shown(kind, o))
+            .filter(|o| selector.matches(&o.value))
+            .collect();
+        let continue_after = (limit > 0 && items.len() > limit).then(|| items[limit - 1].key.clone());
+        items.truncate(if limit > 0 { limit } else { items.len() });
+        return Ok(Page {
+            items,
+            revision: snapshot.revision,
+            continue_after,
+        });
+    }
     if let (Some(name), Some(ns)) = (selector.fields.exact_name(), namespace) {
         let snapshot = cache.list(&object_key(Some(ns), name), None, 0, |o| {
             o.key.len() == prefix.len() + name.len() && selector.matches(&o.value)
@@ -487,7 +534,7 @@ pub(crate) enum Decision {
 /// Writes `obj` as a new object; `AlreadyExists` if the key is taken.
 async fn store_create(state: &ApiState, kind: &Kind, key: &str, mut obj: Value) -> Result<Written, ApiError> {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-    let bytes = output::value_bytes(&obj);
+    let bytes = output::value_bytes(&kind.to_storage(&obj));
     match state.store.create(store_key(kind, key).as_bytes(), bytes).await? {
         WriteResult::Done { kv, .. } => Ok(Written::Stored(Arc::new(CachedObject::from_value(
             key.to_string(),
@@ -534,7 +581,7 @@ where
                     }
                     return Ok(Written::DryRun(Arc::new(o)));
                 }
-                let bytes = output::value_bytes(&obj);
+                let bytes = output::value_bytes(&kind.to_storage(&obj));
                 let result = match cur {
                     Some(cur) => state.store.update(skey.as_bytes(), bytes, cur.rv).await?,
                     None => state.store.create(skey.as_bytes(), bytes).await?,
@@ -568,10 +615,12 @@ where
             unreachable!("Done returned above")
         };
         current = match latest {
-            Some(kv) => Some(Arc::new(
-                CachedObject::from_stored(key.to_string(), &kv.value, kv.mod_revision)
-                    .map_err(|e| ApiError::Internal(format!("stored object is not JSON: {e}")))?,
-            )),
+            Some(kv) => Some(Arc::new(from_store(
+                kind,
+                key.to_string(),
+                &kv.value,
+                kv.mod_revision,
+            )?)),
             None => None,
         };
     }

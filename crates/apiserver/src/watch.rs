@@ -45,6 +45,20 @@ impl Filter {
 
     /// The event as this watcher sees it, encoded; `None` if it is not for this watcher.
     fn encode(&self, kind: &Kind, event: &CachedEvent) -> Option<Bytes> {
+        if kind.conversion.is_some() {
+            let converted = CachedEvent {
+                kind: event.kind,
+                object: crate::rest::shown(kind, event.object.clone()),
+                prev: event.prev.clone().map(|p| crate::rest::shown(kind, p)),
+                rv: event.rv,
+                line: Bytes::new(),
+            };
+            return self.encode_shown(kind, &converted, true);
+        }
+        self.encode_shown(kind, event, false)
+    }
+
+    fn encode_shown(&self, kind: &Kind, event: &CachedEvent, converted: bool) -> Option<Bytes> {
         let now = self.matches(&event.object);
         let before = event.prev.as_ref().is_some_and(|p| self.matches(p));
         let ty = match event.kind {
@@ -56,7 +70,7 @@ impl Filter {
             _ => return None,
         };
         Some(match self.output {
-            Output::Object if ty == event.kind => event.line.clone(),
+            Output::Object if ty == event.kind && !converted => event.line.clone(),
             Output::Object => watch_line(ty.as_str(), &event.object.json),
             Output::Metadata => watch_line(
                 ty.as_str(),

@@ -614,3 +614,36 @@ async fn server_side_apply_creates_tracks_owners_and_conflicts() {
         .unwrap();
     assert_eq!(forced.data.unwrap()["k"], "2");
 }
+
+#[tokio::test]
+async fn events_k8s_io_and_core_events_are_the_same_objects() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let s = start().await;
+    let v1 = Api::<Event>::namespaced(s.client.clone(), "default");
+    let core = Api::<CoreEvent>::namespaced(s.client.clone(), "default");
+    let ev: Event = serde_json::from_value(json!({"metadata": {"name": "e1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reason": "Scaled", "type": "Normal", "action": "Scale",
+        "note": "scaled up", "reportingController": "rkube/deployment", "reportingInstance": "x",
+        "regarding": {"kind": "Deployment", "name": "web", "namespace": "default", "uid": "u1"}}))
+    .unwrap();
+    v1.create(&PostParams::default(), &ev).await.unwrap();
+    let seen = core
+        .list(&ListParams::default().fields("involvedObject.name=web,involvedObject.kind=Deployment"))
+        .await
+        .unwrap();
+    assert_eq!(seen.items.len(), 1);
+    assert_eq!(seen.items[0].message.as_deref(), Some("scaled up"));
+    assert_eq!(
+        seen.items[0].reporting_component.as_deref(),
+        Some("rkube/deployment")
+    );
+    let back = v1.get("e1").await.unwrap();
+    assert_eq!(back.note.as_deref(), Some("scaled up"));
+    assert_eq!(back.regarding.unwrap().name.as_deref(), Some("web"));
+    let by_regarding = v1
+        .list(&ListParams::default().fields("regarding.name=web"))
+        .await
+        .unwrap();
+    assert_eq!(by_regarding.items.len(), 1);
+}
