@@ -85,30 +85,42 @@ impl Writer {
     pub fn run(mut self, requests: Receiver<Request>) {
         let max_batch = self.shared.options.max_batch.max(1);
         let mut batch = Vec::with_capacity(max_batch);
+        let mut recent = [0usize; 2];
         while let Ok(first) = requests.recv() {
             if let Request::TruncateWal(reply) = first {
                 let _ = reply.send(self.checkpoint(true));
                 continue;
             }
             batch.push(first);
+            let gather = Gather::new(recent, max_batch);
             let mut bytes = 0;
             let mut truncate = None;
             while batch.len() < max_batch && bytes < MAX_BATCH_BYTES {
-                match requests.try_recv() {
-                    Ok(Request::TruncateWal(reply)) => {
+                let next = match requests.try_recv() {
+                    Ok(request) => request,
+                    Err(_) => match gather.wait_for_more(batch.len()) {
+                        Some(wait) => match requests.recv_timeout(wait) {
+                            Ok(request) => request,
+                            Err(_) => break,
+                        },
+                        None => break,
+                    },
+                };
+                match next {
+                    Request::TruncateWal(reply) => {
                         // Not part of a transaction: after this batch.
                         truncate = Some(reply);
                         break;
                     }
-                    Ok(request) => {
+                    request => {
                         if let Request::Write(op, _) = &request {
                             bytes += op.key.len() + op.value.as_ref().map_or(0, Bytes::len);
                         }
                         batch.push(request);
                     }
-                    Err(_) => break,
                 }
             }
+            recent = [recent[1], batch.len()];
             self.run_batch(&mut batch);
             match truncate {
                 Some(reply) => drop(reply.send(self.checkpoint(true))),
@@ -234,6 +246,37 @@ impl Writer {
         before_commit(&self.shared.path)?;
         self.conn.execute_batch("COMMIT")?;
         Ok((outcomes, stored))
+    }
+}
+
+/// How long a batch waits for stragglers. Under load, callers fall into two cohorts: those answered by the
+/// last batch are still sending their next write when the writer starts the next one, which then commits
+/// (and fsyncs) without them, and they wait a whole batch. Waiting a moment for them, as long as the batch is
+/// smaller than the last two together (about the number of busy callers), merges the cohorts: one fsync for
+/// everyone. A batch of one never waits, so a lone caller doing one write after another never does.
+struct Gather {
+    expected: usize,
+    deadline: Instant,
+}
+
+impl Gather {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_micros(200);
+
+    fn new(recent: [usize; 2], max_batch: usize) -> Self {
+        Gather {
+            expected: (recent[0] + recent[1]).min(max_batch),
+            deadline: Instant::now() + Self::PATIENCE,
+        }
+    }
+
+    /// How long to wait for another request, if at all, when `have` are in the batch.
+    fn wait_for_more(&self, have: usize) -> Option<std::time::Duration> {
+        if have < 2 || have >= self.expected {
+            return None;
+        }
+        self.deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
     }
 }
 
@@ -600,6 +643,18 @@ mod tests {
             .unwrap();
         assert_eq!(c, 0, "nothing of the failed batch was written");
         assert!(writer.conn.is_autocommit(), "the transaction was rolled back");
+    }
+
+    #[test]
+    fn a_batch_waits_for_stragglers_only_under_load() {
+        let gather = Gather::new([20, 40], 1024);
+        assert_eq!(gather.wait_for_more(1), None, "a batch of one never waits");
+        assert!(gather.wait_for_more(30).is_some_and(|d| d <= Gather::PATIENCE));
+        assert_eq!(gather.wait_for_more(60), None, "as big as the last two batches together");
+        assert_eq!(Gather::new([1, 1], 1024).wait_for_more(2), None);
+        assert_eq!(Gather::new([900, 900], 1024).expected, 1024, "never more than a batch may hold");
+        let late = Gather { expected: 64, deadline: Instant::now() };
+        assert_eq!(late.wait_for_more(10), None, "patience is bounded");
     }
 
     const INITIAL: Revision = schema::INITIAL_REVISION;
