@@ -1,0 +1,17 @@
+//! rkube's scheduler: places each pending pod whose `spec.schedulerName` is ours on a node, the way
+//! kube-scheduler does, talking to the API server only through its HTTP API.
+//!
+//! Start reading at [`framework`] (the extension-point traits plugins implement), then [`core::schedule_one`]
+//! (one pure scheduling cycle over a [`snapshot::Snapshot`]), then [`plugins`] (the default plugins).
+//! The moving parts around the core: [`cache`] keeps the snapshot current from watches (with pods assumed
+//! between Reserve and their binding being observed), [`queue`] decides which pod is tried next, and
+//! [`scheduler::run`] is the I/O shell (watches, binding, events, leader election via [`leader`]).
+
+pub mod core;
+pub mod framework;
+pub mod plugins;
+pub mod resources;
+pub mod snapshot;
+
+#[cfg(test)]
+mod testing;
