@@ -108,7 +108,10 @@ impl EtcdBackend {
                 endpoints.join(",")
             )))
         };
+        // `require_leader`: a member cut off from its cluster refuses requests (and ends watches) instead of
+        // serving stale reads or stalling, so requests fail over to a member that has a leader.
         let connect_options = ConnectOptions::new()
+            .with_require_leader(true)
             .with_connect_timeout(options.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         let client = Client::connect(endpoints, Some(connect_options))
@@ -507,8 +510,10 @@ fn classify(e: &etcd_client::Error) -> Failure {
                 Failure::TooLarge
             } else if code == "Unavailable" && is_connect_failure(message) {
                 Failure::NotSent
+            } else if message.contains("etcdserver: no leader") {
+                // Refused up front by a member without a leader (`require_leader`); nothing was proposed.
+                Failure::NotSent
             } else if code == "Unavailable"
-                || message.contains("no leader")
                 || message.contains("leader changed")
                 || message.contains("request timed out")
             {
