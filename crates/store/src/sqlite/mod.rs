@@ -81,7 +81,7 @@ impl Default for SqliteOptions {
             compaction_min_age: Duration::from_secs(5 * 60),
             compaction_min_revisions: 1000,
             compaction_interval: Duration::from_secs(60),
-            compaction_batch: 512,
+            compaction_batch: 256,
             checkpoint_interval: Duration::from_secs(1),
             max_batch: 1024,
             value_limit: crate::MAX_VALUE_SIZE,
@@ -175,8 +175,11 @@ pub struct SqliteBackend {
     compactor_thread: Option<JoinHandle<()>>,
 }
 
-/// How many events one catch-up read from the log returns.
-const CATCH_UP_PAGE: usize = 1024;
+/// How many events one catch-up read from the log returns, and how many revisions it looks at (a narrow
+/// prefix over a long history must not make one read transaction, which holds back checkpoints, long).
+/// Unit tests use small pages so that paging is exercised.
+const CATCH_UP_PAGE: usize = if cfg!(test) { 100 } else { 1024 };
+const CATCH_UP_WINDOW: Revision = if cfg!(test) { 500 } else { 64 * 1024 };
 
 impl SqliteBackend {
     /// Opens the store at `path`, creating it (and its directory) when absent. A file that exists but is
@@ -284,7 +287,8 @@ async fn catch_up_until_live(shared: Arc<Shared>, mut watcher: Watcher) {
                     compacted: snapshot.compacted,
                 });
             }
-            let (events, covered) = read::log_events(conn, &prefix, from, snapshot.current, CATCH_UP_PAGE)?;
+            let to = snapshot.current.min(from.saturating_add(CATCH_UP_WINDOW));
+            let (events, covered) = read::log_events(conn, &prefix, from, to, CATCH_UP_PAGE)?;
             Ok((events, covered, covered < snapshot.current))
         })
         .await;

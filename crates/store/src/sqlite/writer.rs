@@ -650,10 +650,21 @@ mod tests {
         let gather = Gather::new([20, 40], 1024);
         assert_eq!(gather.wait_for_more(1), None, "a batch of one never waits");
         assert!(gather.wait_for_more(30).is_some_and(|d| d <= Gather::PATIENCE));
-        assert_eq!(gather.wait_for_more(60), None, "as big as the last two batches together");
+        assert_eq!(
+            gather.wait_for_more(60),
+            None,
+            "as big as the last two batches together"
+        );
         assert_eq!(Gather::new([1, 1], 1024).wait_for_more(2), None);
-        assert_eq!(Gather::new([900, 900], 1024).expected, 1024, "never more than a batch may hold");
-        let late = Gather { expected: 64, deadline: Instant::now() };
+        assert_eq!(
+            Gather::new([900, 900], 1024).expected,
+            1024,
+            "never more than a batch may hold"
+        );
+        let late = Gather {
+            expected: 64,
+            deadline: Instant::now(),
+        };
         assert_eq!(late.wait_for_more(10), None, "patience is bounded");
     }
 
