@@ -434,5 +434,10 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
         "watch_write_errors": fan_out.as_ref().map(|f| f.write_errors),
     });
     println!("{result}");
+    // The numbers are printed either way; a run that lost data or requests must not pass as a result.
+    let incomplete = fan_out.as_ref().map_or(0, |f| f.incomplete + f.write_errors);
+    if writes.errors + writes.conflicts + reads.errors + incomplete > 0 {
+        bail!("the run had failed requests or incomplete watchers (see above)");
+    }
     Ok(())
 }
