@@ -672,6 +672,35 @@ enum ProgressState {
     Confirming(Revision),
 }
 
+/// What an answer to a progress request leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProgressStep {
+    Nothing,
+    /// Send a second request to confirm the candidate.
+    AskAgain,
+    /// Pass this mark on to the consumer.
+    Emit(Revision),
+}
+
+impl ProgressState {
+    /// The handshake's transition on an answer carrying `revision`, for a watcher that is `synced` (or not)
+    /// and has delivered everything up to `last_delivered`.
+    fn on_answer(self, revision: Revision, synced: bool, last_delivered: Revision) -> (Self, ProgressStep) {
+        match self {
+            // A stray answer (after a resume, say) is no evidence of anything.
+            ProgressState::Idle => (ProgressState::Idle, ProgressStep::Nothing),
+            // A watcher still catching up on history would get a mark far ahead of its events.
+            ProgressState::Requested if !synced => (ProgressState::Idle, ProgressStep::Nothing),
+            ProgressState::Requested => (ProgressState::Confirming(revision), ProgressStep::AskAgain),
+            // Events delivered meanwhile may already cover more than the candidate; never go backwards.
+            ProgressState::Confirming(candidate) if candidate < last_delivered => {
+                (ProgressState::Idle, ProgressStep::Nothing)
+            }
+            ProgressState::Confirming(candidate) => (ProgressState::Idle, ProgressStep::Emit(candidate)),
+        }
+    }
+}
+
 /// Why a watch task ended.
 enum End {
     /// The consumer dropped its [`Watch`].
@@ -800,21 +829,20 @@ impl WatchTask {
             return Ok(());
         }
         // An answer to our progress request (watch id -1).
-        match self.progress {
-            ProgressState::Idle => {}
-            ProgressState::Requested => {
-                self.progress = if self.synced && stream.request_progress().await.is_ok() {
-                    ProgressState::Confirming(revision)
-                } else {
-                    ProgressState::Idle
-                };
-            }
-            ProgressState::Confirming(candidate) => {
-                self.progress = ProgressState::Idle;
-                if candidate >= self.last_delivered {
-                    self.deliver(WatchMessage::Progress(candidate)).await?;
-                    self.last_delivered = candidate;
+        let (next, step) = self
+            .progress
+            .on_answer(revision, self.synced, self.last_delivered);
+        self.progress = next;
+        match step {
+            ProgressStep::Nothing => {}
+            ProgressStep::AskAgain => {
+                if stream.request_progress().await.is_err() {
+                    self.progress = ProgressState::Idle;
                 }
+            }
+            ProgressStep::Emit(candidate) => {
+                self.deliver(WatchMessage::Progress(candidate)).await?;
+                self.last_delivered = candidate;
             }
         }
         Ok(())
@@ -883,6 +911,44 @@ fn to_event(event: &etcd_client::Event) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_answers_are_used_only_once_confirmed() {
+        let (state, step) = ProgressState::Requested.on_answer(10, true, 7);
+        assert_eq!(
+            (state, step),
+            (ProgressState::Confirming(10), ProgressStep::AskAgain)
+        );
+        // The candidate, not the newer confirming answer, is what gets emitted.
+        assert_eq!(
+            state.on_answer(12, true, 7),
+            (ProgressState::Idle, ProgressStep::Emit(10))
+        );
+        // The same revision again is a valid (idle) mark.
+        assert_eq!(
+            ProgressState::Confirming(7).on_answer(7, true, 7),
+            (ProgressState::Idle, ProgressStep::Emit(7))
+        );
+    }
+
+    #[test]
+    fn progress_answers_never_run_ahead_or_backwards() {
+        // Not known to have caught up on history: the answer is ignored.
+        assert_eq!(
+            ProgressState::Requested.on_answer(10, false, 3),
+            (ProgressState::Idle, ProgressStep::Nothing)
+        );
+        // Events beyond the candidate arrived meanwhile.
+        assert_eq!(
+            ProgressState::Confirming(10).on_answer(12, true, 11),
+            (ProgressState::Idle, ProgressStep::Nothing)
+        );
+        // Nobody asked.
+        assert_eq!(
+            ProgressState::Idle.on_answer(10, true, 3),
+            (ProgressState::Idle, ProgressStep::Nothing)
+        );
+    }
 
     #[test]
     fn range_bounds_cover_the_prefix() {
