@@ -7,9 +7,11 @@
 //! between Reserve and their binding being observed), [`queue`] decides which pod is tried next, and
 //! [`scheduler::run`] is the I/O shell (watches, binding, events, leader election via [`leader`]).
 
+pub mod cache;
 pub mod core;
 pub mod framework;
 pub mod plugins;
+pub mod queue;
 pub mod resources;
 pub mod snapshot;
 
