@@ -647,3 +647,202 @@ async fn events_k8s_io_and_core_events_are_the_same_objects() {
         .unwrap();
     assert_eq!(by_regarding.items.len(), 1);
 }
+
+#[tokio::test]
+async fn watch_filters_by_selector_sends_bookmarks_and_ends_at_timeout() {
+    let s = start().await;
+    let api = Api::<ConfigMap>::namespaced(s.client.clone(), "default");
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let params = WatchParams {
+        bookmarks: true,
+        ..WatchParams::default().labels("app=web").timeout(3)
+    };
+    let mut stream = api.watch(&params, &rv).await.unwrap().boxed();
+    api.create(&PostParams::default(), &cm("sel", json!({})))
+        .await
+        .unwrap();
+    api.patch(
+        "sel",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "sel",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "db"}}})),
+    )
+    .await
+    .unwrap();
+    let mut types = Vec::new();
+    // The stream ends by itself at timeoutSeconds.
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        match ev {
+            WatchEvent::Added(_) => types.push("ADDED"),
+            WatchEvent::Modified(_) => types.push("MODIFIED"),
+            WatchEvent::Deleted(_) => types.push("DELETED"),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        }
+    }
+    // Entering the selector is ADDED, leaving it DELETED; the unlabelled create is not seen.
+    assert_eq!(types, ["ADDED", "DELETED"]);
+}
+
+#[tokio::test]
+async fn watch_from_before_the_cache_window_is_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn rkube_store::Backend> = Arc::new(
+        rkube_store::sqlite::SqliteBackend::open(&dir.path().join("db"), Default::default())
+            .await
+            .unwrap(),
+    );
+    {
+        let state = ApiState::new(store.clone(), ApiOptions::default()).await.unwrap();
+        rkube_apiserver::bootstrap(&state).await.unwrap();
+    }
+    // A new server over the same store starts its history at the store's current revision.
+    let s = {
+        let state = ApiState::new(store, ApiOptions::default()).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = rkube_apiserver::router(state);
+        let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let client = Client::try_from(Config::new(url.parse().unwrap())).unwrap();
+        Server {
+            client,
+            url,
+            _dir: dir,
+            task,
+        }
+    };
+    let api = Api::<Namespace>::all(s.client.clone());
+    let mut stream = api.watch(&WatchParams::default(), "1").await.unwrap().boxed();
+    match tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(WatchEvent::Error(e)) => {
+            assert_eq!(e.code, 410);
+            assert_eq!(e.reason, "Expired");
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    // A list still works, and a watch from its resourceVersion is accepted.
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let (code, _) = raw(
+        &s,
+        "GET",
+        &format!("/api/v1/namespaces?watch=true&resourceVersion={rv}&timeoutSeconds=1"),
+        "application/json",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn dry_run_generate_name_preconditions_and_terminating_namespaces() {
+    let s = start().await;
+    let api = Api::<ConfigMap>::namespaced(s.client.clone(), "default");
+    let dry = api
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &cm("dry", json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.metadata.name.as_deref(), Some("dry"));
+    assert!(api.get("dry").await.is_err(), "dryRun must not persist");
+
+    let mut generated = cm("", json!({}));
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".into());
+    let made = api.create(&PostParams::default(), &generated).await.unwrap();
+    let name = made.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+
+    let wrong_uid = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("nope".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let err = api.delete(&name, &wrong_uid).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(e) if e.code == 409), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("Precondition failed: UID in precondition: nope"),
+        "{err}"
+    );
+
+    let nsapi = Api::<Namespace>::all(s.client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
+    let created = nsapi.create(&PostParams::default(), &ns).await.unwrap();
+    assert_eq!(created.status.unwrap().phase.as_deref(), Some("Active"));
+    assert_eq!(
+        created.metadata.labels.unwrap()["kubernetes.io/metadata.name"],
+        "doomed"
+    );
+    nsapi.delete("doomed", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        nsapi
+            .get("doomed")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Terminating")
+    );
+    let refused = Api::<ConfigMap>::namespaced(s.client.clone(), "doomed")
+        .create(&PostParams::default(), &cm("x", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(e) if e.code == 403),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("because it is being terminated"),
+        "{refused}"
+    );
+    // The namespace controller's last steps: finalize, then delete again.
+    let (code, _) = raw(&s, "PUT", "/api/v1/namespaces/doomed/finalize", "application/json",
+        Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}, "spec": {"finalizers": []}}))).await;
+    assert_eq!(code, 200);
+    assert!(
+        nsapi.get("doomed").await.is_err(),
+        "a finalized terminating namespace is removed"
+    );
+
+    let deleted = api
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    assert!(deleted.left().is_some());
+    assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());
+}
