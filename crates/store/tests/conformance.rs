@@ -1022,9 +1022,11 @@ mod suite {
                         next_value += 1;
                         let outcome = match seen {
                             None => client.create(key, next_value).await,
-                            Some(v) if rng.random_bool(0.15) => {
+                            Some(v) if rng.random_bool(0.12) => {
                                 client.delete(key, Some(v.mod_revision)).await
                             }
+                            // Now and then an unconditional delete, which only fails on a missing key.
+                            Some(_) if rng.random_bool(0.03) => client.delete(key, None).await,
                             Some(v) => client.update(key, next_value, v.mod_revision).await,
                         };
                         match outcome {
