@@ -129,10 +129,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let tls_config = tls::server_config(&pki).context("setting up TLS")?;
 
     let endpoint = config.store_endpoint()?;
-    if let rkube_store::Endpoint::Sqlite(path) = &endpoint {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+    if let rkube_store::Endpoint::Sqlite(path) = &endpoint
+        && let Some(dir) = path.parent()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     tracing::info!(?endpoint, "opening the datastore");
     let store = rkube_store::open(&endpoint)

@@ -1,0 +1,146 @@
+//! The `rkube server` process itself: its files, who it lets in, and how it stops and restarts.
+
+use std::os::unix::fs::PermissionsExt;
+
+use rkube_e2e::{Cluster, Datastore, json};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// A copy of the admin kubeconfig with the client certificate replaced by `user` (YAML flow mapping).
+fn kubeconfig_with_user(c: &Cluster, file: &str, user: &str) -> String {
+    let text = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    let stripped: String = text
+        .lines()
+        .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
+        .map(|l| {
+            if l.trim() == "user:" {
+                format!("  user: {user}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    c.write_file(file, &stripped).to_str().unwrap().to_string()
+}
+
+#[test]
+fn writes_kubeconfig_and_token_privately() {
+    let c = Cluster::start(Datastore::Embedded);
+    let data = c.data_dir();
+    assert_eq!(mode(&c.kubeconfig()), 0o600);
+    assert_eq!(mode(&data.join("token")), 0o600);
+    assert!(
+        data.join("db/state.db").exists(),
+        "the embedded store lives under DIR/db"
+    );
+    for f in ["ca.crt", "ca.key", "serving.crt", "serving.key"] {
+        assert!(data.join("tls").join(f).exists(), "tls/{f}");
+    }
+    let kubeconfig = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    assert!(kubeconfig.contains(&format!("server: {}", c.url())));
+    assert!(c.url().starts_with("https://127.0.0.1:"));
+    let token = std::fs::read_to_string(data.join("token")).unwrap();
+    assert!(token.trim().len() >= 32, "a node join token: {token:?}");
+}
+
+#[test]
+fn health_is_open_everything_else_needs_credentials() {
+    let c = Cluster::start(Datastore::Embedded);
+    // A bare user name (which kubectl would otherwise prompt for) is no credential to rkube.
+    let anon = kubeconfig_with_user(&c, "anonymous.yaml", "{username: nobody}");
+    let anon = anon.as_str();
+    for path in ["/livez", "/readyz", "/healthz"] {
+        let out = c.kubectl(&["--kubeconfig", anon, "get", "--raw", path]);
+        assert_eq!(out.ok().trim(), "ok", "{path}");
+    }
+    let version = json(
+        c.kubectl(&["--kubeconfig", anon, "get", "--raw", "/version"])
+            .ok(),
+    );
+    assert_eq!(version["major"], "1");
+
+    let denied = c.kubectl(&["--kubeconfig", anon, "get", "namespaces"]);
+    assert!(
+        denied
+            .err()
+            .contains("error: You must be logged in to the server"),
+        "{}",
+        denied.stderr
+    );
+    let raw = c.kubectl(&["--kubeconfig", anon, "get", "--raw", "/api/v1/namespaces"]);
+    assert!(raw.err().contains("Unauthorized"), "{}", raw.stderr);
+    let wrong = kubeconfig_with_user(&c, "wrong.yaml", "{token: not-the-token}");
+    let wrong = c.kubectl(&["--kubeconfig", &wrong, "get", "namespaces"]);
+    assert!(
+        wrong.err().contains("error: You must be logged in to the server"),
+        "{}",
+        wrong.stderr
+    );
+
+    // The node join token authenticates (as a node).
+    let token = std::fs::read_to_string(c.data_dir().join("token")).unwrap();
+    let node = kubeconfig_with_user(&c, "node.yaml", &format!("{{token: {}}}", token.trim()));
+    let node = c.kubectl(&["--kubeconfig", &node, "get", "namespaces", "-o", "name"]);
+    assert!(
+        node.ok().lines().any(|l| l == "namespace/default"),
+        "{}",
+        node.stdout
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_restart_keeps_pki_and_token() {
+    let mut c = Cluster::start(Datastore::Embedded);
+    let ca = std::fs::read_to_string(c.data_dir().join("tls/ca.crt")).unwrap();
+    let token = std::fs::read_to_string(c.data_dir().join("token")).unwrap();
+    let serving = std::fs::read_to_string(c.data_dir().join("tls/serving.crt")).unwrap();
+    c.kubectl(&["create", "namespace", "persisted"]).ok();
+
+    c.restart();
+
+    assert_eq!(
+        std::fs::read_to_string(c.data_dir().join("tls/ca.crt")).unwrap(),
+        ca
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.data_dir().join("token")).unwrap(),
+        token
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.data_dir().join("tls/serving.crt")).unwrap(),
+        serving
+    );
+    assert_eq!(
+        c.kubectl(&["get", "namespace", "persisted", "-o", "name"])
+            .ok()
+            .trim(),
+        "namespace/persisted"
+    );
+    assert!(
+        c.stop(),
+        "the server exits 0 on SIGTERM:\n{}",
+        c.server_log_tail()
+    );
+}
+
+#[test]
+fn runs_on_etcd() {
+    let c = Cluster::start(Datastore::Etcd);
+    c.kubectl(&["create", "configmap", "on-etcd", "--from-literal=a=1"])
+        .ok();
+    assert_eq!(
+        c.kubectl(&["get", "cm", "on-etcd", "-o", "jsonpath={.data.a}"])
+            .ok(),
+        "1"
+    );
+    assert!(
+        !c.data_dir().join("db/state.db").exists(),
+        "no embedded store when etcd is used"
+    );
+}
