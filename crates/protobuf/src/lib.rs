@@ -75,6 +75,11 @@ pub fn supported_kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
     tables::KINDS.iter().map(|k| (k.api_version, k.kind))
 }
 
+/// The generated message tables (indexed by [`Type::Message`]) and the top-level kinds, for inspection.
+pub fn tables() -> (&'static [Message], &'static [schema::Kind]) {
+    (tables::MESSAGES, tables::KINDS)
+}
+
 /// `runtime.Unknown`: 1 = TypeMeta{1 apiVersion, 2 kind}, 2 = raw, 3 = contentEncoding, 4 = contentType.
 struct Envelope<'a> {
     api_version: String,
