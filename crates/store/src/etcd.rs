@@ -5,7 +5,7 @@
 //! - guarded writes are one txn each: the guard compares `create_revision`/`version`/`mod_revision`, the
 //!   success branch writes (asking for `prev_kv`), the failure branch reads the key so a failed guard
 //!   returns the current value in the same round trip;
-//! - watches use `prev_kv` and, when progress was asked for, `progress_notify` (see [`WatchTask`] for how
+//! - watches use `prev_kv` and, when progress was asked for, `progress_notify` (see `WatchTask` for how
 //!   progress marks are kept from running ahead of events);
 //! - a background compactor, like kube-apiserver's, compacts every [`EtcdOptions::compaction_interval`] to
 //!   the revision it saw one interval earlier, so at least one interval of history is kept.
