@@ -204,7 +204,14 @@ impl Hub {
             // Watchers registering meanwhile are caught up to `upto` from the ring by `register`.
             let from = state.dispatched + 1;
             let upto = state.published;
-            let batches: Vec<Arc<Batch>> = state.ring.iter().filter(|b| b.last >= from).cloned().collect();
+            // The new batches are at the back of the ring.
+            let fresh = state.ring.iter().rev().take_while(|b| b.last >= from).count();
+            let batches: Vec<Arc<Batch>> = state
+                .ring
+                .iter()
+                .skip(state.ring.len() - fresh)
+                .cloned()
+                .collect();
             state.dispatched = upto;
             state.trim();
             let mut watchers = std::mem::take(&mut state.watchers);
