@@ -210,35 +210,41 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         for request in batch {
             let outcome = match request {
-                Request::Write(op, _) => {
-                    apply_write(&self.conn, op, &mut stored.current, events).map(Outcome::Write)?
-                }
+                Request::Write(op, _) => Ok(Outcome::Write(apply_write(
+                    &self.conn,
+                    op,
+                    &mut stored.current,
+                    events,
+                )?)),
                 Request::Compact(revision, _) => match check_compact(*revision, stored) {
                     Ok(()) => {
                         set_meta(&self.conn, META_COMPACTED, *revision)?;
                         stored.compacted = *revision;
-                        outcomes.push(Ok(Outcome::Unit));
-                        continue;
+                        Ok(Outcome::Unit)
                     }
-                    Err(e) => {
-                        outcomes.push(Err(e));
-                        continue;
-                    }
+                    Err(e) => Err(e),
                 },
-                Request::Purge(_) => Outcome::More(purge_step(
-                    &self.conn,
-                    &self.shared.path,
-                    &mut stored,
-                    self.shared.options.compaction_batch.max(1),
-                )?),
-                Request::TruncateWal(_) => Outcome::Unit, // taken out of batches by `run`
-                Request::Vacuum(pages, _) => {
+                // Upkeep shares the batch with client writes but must never fail them: each step runs in a
+                // savepoint, and its failure is only its own.
+                Request::Purge(_) => {
+                    let step = self.shared.options.compaction_batch.max(1);
+                    let mut after = stored;
+                    let purged = isolated(&self.conn, || {
+                        purge_step(&self.conn, &self.shared.path, &mut after, step)
+                    })?;
+                    if purged.is_ok() {
+                        stored = after;
+                    }
+                    purged.map(Outcome::More)
+                }
+                Request::Vacuum(pages, _) => isolated(&self.conn, || {
                     self.conn
                         .execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
-                    Outcome::Unit
-                }
+                    Ok(Outcome::Unit)
+                })?,
+                Request::TruncateWal(_) => Ok(Outcome::Unit), // taken out of batches by `run`
             };
-            outcomes.push(Ok(outcome));
+            outcomes.push(outcome);
         }
         if stored.current != self.stored.current {
             set_meta(&self.conn, META_CURRENT, stored.current)?;
@@ -277,6 +283,22 @@ impl Gather {
         self.deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
+    }
+}
+
+/// Runs `step` inside a savepoint: its failure rolls back only what it did and is returned as the inner
+/// result; the outer error means the batch's transaction itself is in trouble.
+fn isolated<T>(conn: &Connection, step: impl FnOnce() -> Result<T>) -> Result<Result<T>> {
+    conn.execute_batch("SAVEPOINT upkeep")?;
+    match step() {
+        Ok(value) => {
+            conn.execute_batch("RELEASE upkeep")?;
+            Ok(Ok(value))
+        }
+        Err(error) => {
+            conn.execute_batch("ROLLBACK TO upkeep; RELEASE upkeep")?;
+            Ok(Err(error))
+        }
     }
 }
 
@@ -643,6 +665,66 @@ mod tests {
             .unwrap();
         assert_eq!(c, 0, "nothing of the failed batch was written");
         assert!(writer.conn.is_autocommit(), "the transaction was rolled back");
+    }
+
+    #[test]
+    fn a_failing_compaction_step_fails_alone_not_the_writes_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(&dir.path().join("s.db"));
+        let mut revision = INITIAL;
+        for i in 0..10 {
+            let guard = if i == 0 {
+                Guard::Absent
+            } else {
+                Guard::ModRevision(revision)
+            };
+            let (request, rx) = write("/a", Some("v"), guard);
+            writer.run_batch(&mut vec![request]);
+            revision = match rx.blocking_recv().unwrap().unwrap() {
+                WriteResult::Done { revision, .. } => revision,
+                other => panic!("{other:?}"),
+            };
+        }
+        let (compact, compacted) = oneshot::channel();
+        writer.run_batch(&mut vec![Request::Compact(revision - 2, compact)]);
+        compacted.blocking_recv().unwrap().unwrap();
+        writer
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE DELETE ON log BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .unwrap();
+
+        let (purge, purged) = oneshot::channel();
+        let (before, before_rx) = write("/b", Some("1"), Guard::Absent);
+        let (after, after_rx) = write("/c", Some("1"), Guard::Absent);
+        writer.run_batch(&mut vec![before, Request::Purge(purge), after]);
+        assert!(purged.blocking_recv().unwrap().is_err(), "the purge step failed");
+        assert!(matches!(
+            before_rx.blocking_recv().unwrap(),
+            Ok(WriteResult::Done { .. })
+        ));
+        assert!(matches!(
+            after_rx.blocking_recv().unwrap(),
+            Ok(WriteResult::Done { .. })
+        ));
+        assert_eq!(writer.stored.purged, 0, "the failed step is not recorded as done");
+        assert_eq!(schema::read_stored(&writer.conn).unwrap().purged, 0);
+
+        writer.conn.execute_batch("DROP TRIGGER refuse").unwrap();
+        let (purge, purged) = oneshot::channel();
+        writer.run_batch(&mut vec![Request::Purge(purge)]);
+        assert!(
+            !purged.blocking_recv().unwrap().unwrap(),
+            "one step covers these few revisions"
+        );
+        let rows: i64 = writer
+            .conn
+            .query_row("SELECT count(*) FROM log WHERE key = x'2f61'", [], |r| r.get(0))
+            .unwrap();
+        // Compacted at revision − 2: kept are the row just below it (the prev of its event) and the three
+        // from it on.
+        assert_eq!(rows, 4);
     }
 
     #[test]
