@@ -28,7 +28,12 @@ pub struct Cache {
 
 /// The node a pod is bound to, if it holds resources there (bound and not finished).
 pub fn assigned_node(pod: &Pod) -> Option<&str> {
-    let node = pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())?;
+    let node = pod
+        .spec
+        .as_ref()?
+        .node_name
+        .as_deref()
+        .filter(|n| !n.is_empty())?;
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     (!matches!(phase, Some("Succeeded" | "Failed"))).then_some(node)
 }
@@ -76,8 +81,16 @@ impl Cache {
                 _ => None,
             };
         };
-        let previous = self.pods.insert(key.clone(), CachedPod { node: node.clone(), assumed: false });
-        let old_info = previous.as_ref().and_then(|c| self.snapshot.remove_pod(&c.node, &key));
+        let previous = self.pods.insert(
+            key.clone(),
+            CachedPod {
+                node: node.clone(),
+                assumed: false,
+            },
+        );
+        let old_info = previous
+            .as_ref()
+            .and_then(|c| self.snapshot.remove_pod(&c.node, &key));
         let event = match (&previous, &old_info) {
             (None, _) | (Some(CachedPod { assumed: true, .. }), _) => Some(ClusterEvent::AssignedPodAdd),
             (Some(_), Some(old)) if old.pod.metadata.labels == pod.metadata.labels => None,
@@ -105,7 +118,13 @@ impl Cache {
             spec.node_name = Some(node.to_string());
         }
         self.snapshot.add_pod(node, PodInfo::new(Arc::new(placed)));
-        self.pods.insert(key, CachedPod { node: node.to_string(), assumed: true });
+        self.pods.insert(
+            key,
+            CachedPod {
+                node: node.to_string(),
+                assumed: true,
+            },
+        );
     }
 
     /// Undoes [`assume`](Self::assume) after a failed binding. A pod already confirmed bound is kept.
@@ -122,7 +141,12 @@ impl Cache {
     /// Replaces all nodes after a (re-)list.
     pub fn replace_nodes(&mut self, nodes: Vec<Node>) {
         let keep: HashSet<String> = nodes.iter().filter_map(|n| n.metadata.name.clone()).collect();
-        let gone: Vec<String> = self.snapshot.nodes().map(|n| n.name.clone()).filter(|n| !keep.contains(n)).collect();
+        let gone: Vec<String> = self
+            .snapshot
+            .nodes()
+            .map(|n| n.name.clone())
+            .filter(|n| !keep.contains(n))
+            .collect();
         for name in gone {
             self.snapshot.remove_node(&name);
         }
@@ -157,7 +181,10 @@ mod tests {
     #[test]
     fn assumed_pod_holds_resources_until_confirmed() {
         let mut c = Cache::new();
-        assert_eq!(c.update_node(node("n1", "2", "4Gi", 110)), Some(ClusterEvent::NodeAdd));
+        assert_eq!(
+            c.update_node(node("n1", "2", "4Gi", 110)),
+            Some(ClusterEvent::NodeAdd)
+        );
         let p = pod_with_requests("a", &[("cpu", "1")]);
         c.assume(&p, "n1");
         assert!(c.is_assumed("default/a"));
@@ -191,7 +218,10 @@ mod tests {
         c.update_node(node("n1", "2", "4Gi", 110));
         let mut p = bound(pod_with_requests("a", &[("cpu", "1")]), "n1");
         c.update_pod(p.clone());
-        p.status = Some(k8s_openapi::api::core::v1::PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
         assert_eq!(c.update_pod(p), Some(ClusterEvent::AssignedPodDelete));
         assert_eq!(c.snapshot().get("n1").unwrap().requested.milli_cpu, 0);
         c.update_pod(bound(pod_with_requests("b", &[("cpu", "1")]), "n1"));
@@ -221,6 +251,10 @@ mod tests {
         c.replace_nodes(vec![node("n1", "2", "4Gi", 110)]);
         c.replace_pods(vec![]);
         assert_eq!(c.snapshot().num_nodes(), 1);
-        assert_eq!(c.snapshot().get("n1").unwrap().requested.milli_cpu, 1000, "only the assumed pod");
+        assert_eq!(
+            c.snapshot().get("n1").unwrap().requested.milli_cpu,
+            1000,
+            "only the assumed pod"
+        );
     }
 }

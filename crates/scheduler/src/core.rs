@@ -96,7 +96,9 @@ pub fn num_feasible_nodes_to_find(percentage: u32, num_all_nodes: usize) -> usiz
     }
     let mut pct = percentage as usize;
     if pct == 0 {
-        pct = 50usize.saturating_sub(num_all_nodes / 125).max(MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND);
+        pct = 50usize
+            .saturating_sub(num_all_nodes / 125)
+            .max(MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND);
     }
     (num_all_nodes * pct.min(100) / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
 }
@@ -138,7 +140,10 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
                     unschedulable_plugins: HashSet::from([p.name()]),
                     ..Diagnosis::default()
                 };
-                let fit = FitError { num_all_nodes: num_all, diagnosis };
+                let fit = FitError {
+                    num_all_nodes: num_all,
+                    diagnosis,
+                };
                 return result(Outcome::Unschedulable(fit), state, 0, 0, start);
             }
         }
@@ -155,7 +160,11 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
     let slots = snapshot.slots();
     let candidates = allowed.as_ref().map_or(num_all, |a| a.len());
     let to_find = num_feasible_nodes_to_find(profile.percentage_of_nodes_to_score, candidates);
-    let filters: Vec<_> = profile.filter.iter().filter(|p| !skipped.contains(p.name())).collect();
+    let filters: Vec<_> = profile
+        .filter
+        .iter()
+        .filter(|p| !skipped.contains(p.name()))
+        .collect();
     let mut diagnosis = Diagnosis::default();
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(to_find.min(candidates));
     let mut evaluated = 0;
@@ -202,7 +211,10 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
 
     if feasible.is_empty() {
         if let Some(a) = &allowed {
-            let reason = format!("node(s) didn't satisfy plugin(s) [{}]", narrowing_plugins.join(" "));
+            let reason = format!(
+                "node(s) didn't satisfy plugin(s) [{}]",
+                narrowing_plugins.join(" ")
+            );
             for info in snapshot.nodes().filter(|i| !a.contains(&i.name)) {
                 let status = Status::unresolvable(reason.clone());
                 diagnosis.node_statuses.insert(info.name.clone(), status);
@@ -221,7 +233,10 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
         if !post_msgs.is_empty() {
             diagnosis.post_filter_msg = Some(post_msgs.join(" "));
         }
-        let fit = FitError { num_all_nodes: num_all, diagnosis };
+        let fit = FitError {
+            num_all_nodes: num_all,
+            diagnosis,
+        };
         return result(Outcome::Unschedulable(fit), state, evaluated, 0, next_start);
     }
     if feasible.len() == 1 {
@@ -236,7 +251,13 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
         if status.is_skip() {
             score_skipped.insert(p.name());
         } else if !status.is_success() {
-            return result(Outcome::Error(status.with_plugin(p.name())), state, evaluated, feasible.len(), next_start);
+            return result(
+                Outcome::Error(status.with_plugin(p.name())),
+                state,
+                evaluated,
+                feasible.len(),
+                next_start,
+            );
         }
     }
     let mut totals = vec![0i64; feasible.len()];
@@ -247,17 +268,32 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
         let mut scores = Vec::with_capacity(feasible.len());
         for info in &feasible {
             match ws.plugin.score(&state, pod, info) {
-                Ok(score) => scores.push(NodeScore { name: info.name.clone(), score }),
+                Ok(score) => scores.push(NodeScore {
+                    name: info.name.clone(),
+                    score,
+                }),
                 Err(status) => {
                     let status = status.with_plugin(ws.plugin.name());
-                    return result(Outcome::Error(status), state, evaluated, feasible.len(), next_start);
+                    return result(
+                        Outcome::Error(status),
+                        state,
+                        evaluated,
+                        feasible.len(),
+                        next_start,
+                    );
                 }
             }
         }
         let status = ws.plugin.normalize_score(&state, pod, &mut scores);
         if !status.is_success() {
             let status = status.with_plugin(ws.plugin.name());
-            return result(Outcome::Error(status), state, evaluated, feasible.len(), next_start);
+            return result(
+                Outcome::Error(status),
+                state,
+                evaluated,
+                feasible.len(),
+                next_start,
+            );
         }
         for (total, s) in totals.iter_mut().zip(&scores) {
             if !(0..=MAX_NODE_SCORE).contains(&s.score) {
@@ -266,13 +302,25 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
                     ws.plugin.name(),
                     s.score
                 ));
-                return result(Outcome::Error(status), state, evaluated, feasible.len(), next_start);
+                return result(
+                    Outcome::Error(status),
+                    state,
+                    evaluated,
+                    feasible.len(),
+                    next_start,
+                );
             }
             *total += s.score * ws.weight;
         }
     }
     let node = select_host(&feasible, &totals);
-    result(Outcome::Scheduled { node }, state, evaluated, feasible.len(), next_start)
+    result(
+        Outcome::Scheduled { node },
+        state,
+        evaluated,
+        feasible.len(),
+        next_start,
+    )
 }
 
 /// The node with the highest total; among equals each is equally likely (reservoir sampling, as kube).
@@ -351,7 +399,11 @@ mod tests {
     #[test]
     fn three_nodes_without_cpu_give_kubes_message() {
         let s = Snapshot::from_objects(
-            [node("n1", "1", "4Gi", 110), node("n2", "1", "4Gi", 110), node("n3", "1", "4Gi", 110)],
+            [
+                node("n1", "1", "4Gi", 110),
+                node("n2", "1", "4Gi", 110),
+                node("n3", "1", "4Gi", 110),
+            ],
             [],
         );
         let r = run(&pod_with_requests("big", &[("cpu", "2")]), &s);
@@ -381,21 +433,33 @@ mod tests {
             "0/4 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint \
              {node-role.kubernetes.io/control-plane: }, 1 node(s) were unschedulable, 2 Insufficient cpu."
         );
-        let Outcome::Unschedulable(fit) = &r.outcome else { unreachable!() };
+        let Outcome::Unschedulable(fit) = &r.outcome else {
+            unreachable!()
+        };
         assert!(fit.diagnosis.unschedulable_plugins.contains("NodeResourcesFit"));
         assert!(fit.diagnosis.unschedulable_plugins.contains("TaintToleration"));
     }
 
     #[test]
     fn no_nodes_at_all() {
-        assert!(matches!(run(&pod("p"), &Snapshot::new()).outcome, Outcome::NoNodes));
+        assert!(matches!(
+            run(&pod("p"), &Snapshot::new()).outcome,
+            Outcome::NoNodes
+        ));
     }
 
     #[test]
     fn picks_the_least_allocated_fitting_node() {
         let s = Snapshot::from_objects(
-            [node("small", "1", "1Gi", 110), node("busy", "8", "16Gi", 110), node("idle", "8", "16Gi", 110)],
-            [bound(pod_with_requests("x", &[("cpu", "6"), ("memory", "12Gi")]), "busy")],
+            [
+                node("small", "1", "1Gi", 110),
+                node("busy", "8", "16Gi", 110),
+                node("idle", "8", "16Gi", 110),
+            ],
+            [bound(
+                pod_with_requests("x", &[("cpu", "6"), ("memory", "12Gi")]),
+                "busy",
+            )],
         );
         let r = run(&pod_with_requests("p", &[("cpu", "2"), ("memory", "2Gi")]), &s);
         assert_eq!(scheduled(&r), "idle");
@@ -422,7 +486,10 @@ mod tests {
     #[test]
     fn feasible_node_count_follows_kube() {
         assert_eq!(num_feasible_nodes_to_find(0, 50), 50);
-        assert_eq!(num_feasible_nodes_to_find(0, 100), 50.max(MIN_FEASIBLE_NODES_TO_FIND));
+        assert_eq!(
+            num_feasible_nodes_to_find(0, 100),
+            50.max(MIN_FEASIBLE_NODES_TO_FIND)
+        );
         assert_eq!(num_feasible_nodes_to_find(0, 1000), 420);
         assert_eq!(num_feasible_nodes_to_find(0, 5000), 500);
         assert_eq!(num_feasible_nodes_to_find(0, 6000), 300);
@@ -432,7 +499,9 @@ mod tests {
 
     #[test]
     fn sampling_evaluates_a_rotating_window() {
-        let nodes: Vec<_> = (0..1000).map(|i| node(&format!("n{i}"), "4", "8Gi", 110)).collect();
+        let nodes: Vec<_> = (0..1000)
+            .map(|i| node(&format!("n{i}"), "4", "8Gi", 110))
+            .collect();
         let s = Snapshot::from_objects(nodes, []);
         let r = run(&pod("p"), &s);
         assert_eq!(r.evaluated_nodes, 420);
@@ -476,7 +545,9 @@ mod tests {
     #[test]
     fn permit_rejection_unreserves() {
         let counter = Arc::new(CountingReserve(AtomicUsize::new(0), AtomicUsize::new(0)));
-        let profile = Profile::new("x").with_reserve(counter.clone()).with_permit(Arc::new(Deny));
+        let profile = Profile::new("x")
+            .with_reserve(counter.clone())
+            .with_permit(Arc::new(Deny));
         let st = reserve_and_permit(&profile, &mut CycleState::new(), &pod("p"), "n1");
         assert_eq!(st.reasons, vec!["denied"]);
         assert_eq!(st.plugin, "Deny");

@@ -45,13 +45,25 @@ pub struct Status {
 
 impl Status {
     pub fn success() -> Status {
-        Status { code: Code::Success, reasons: Vec::new(), plugin: "" }
+        Status {
+            code: Code::Success,
+            reasons: Vec::new(),
+            plugin: "",
+        }
     }
     pub fn skip() -> Status {
-        Status { code: Code::Skip, reasons: Vec::new(), plugin: "" }
+        Status {
+            code: Code::Skip,
+            reasons: Vec::new(),
+            plugin: "",
+        }
     }
     pub fn new(code: Code, reason: impl Into<String>) -> Status {
-        Status { code, reasons: vec![reason.into()], plugin: "" }
+        Status {
+            code,
+            reasons: vec![reason.into()],
+            plugin: "",
+        }
     }
     pub fn unschedulable(reason: impl Into<String>) -> Status {
         Status::new(Code::Unschedulable, reason)
@@ -74,7 +86,10 @@ impl Status {
     }
     /// Unschedulable or UnschedulableAndUnresolvable.
     pub fn is_rejected(&self) -> bool {
-        matches!(self.code, Code::Unschedulable | Code::UnschedulableAndUnresolvable)
+        matches!(
+            self.code,
+            Code::Unschedulable | Code::UnschedulableAndUnresolvable
+        )
     }
 }
 
@@ -103,13 +118,17 @@ impl CycleState {
         self.values.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref())
     }
     pub fn read_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
-        self.values.get_mut(&TypeId::of::<T>()).and_then(|v| v.downcast_mut())
+        self.values
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_mut())
     }
 }
 
 impl fmt::Debug for CycleState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CycleState").field("values", &self.values.len()).finish()
+        f.debug_struct("CycleState")
+            .field("values", &self.values.len())
+            .finish()
     }
 }
 
@@ -158,7 +177,8 @@ pub trait PreFilterPlugin: Plugin {
     /// Contract: return `Skip` when the plugin has nothing to check for this pod (its Filter is then not
     /// called); `Unschedulable*` rejects the pod on every node (the reason is reported once, not per node);
     /// `Error` aborts the cycle.
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, snapshot: &Snapshot) -> (PreFilterResult, Status);
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, snapshot: &Snapshot)
+    -> (PreFilterResult, Status);
 }
 
 /// Decides whether the pod can run on one node.
@@ -187,7 +207,13 @@ pub trait PostFilterPlugin: Plugin {
 pub trait PreScorePlugin: Plugin {
     /// Contract: compute what Score needs into `state`. Return `Skip` when the plugin would give every node
     /// the same score for this pod; its Score is then not called (a speed-up, not a semantic change).
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, snapshot: &Snapshot, nodes: &[&NodeInfo]) -> Status;
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        snapshot: &Snapshot,
+        nodes: &[&NodeInfo],
+    ) -> Status;
 }
 
 /// One node's score from one plugin.
@@ -262,7 +288,10 @@ pub struct Profile {
 impl Profile {
     /// An empty profile; add plugins with the builder methods.
     pub fn new(scheduler_name: impl Into<String>) -> Profile {
-        Profile { scheduler_name: scheduler_name.into(), ..Profile::default() }
+        Profile {
+            scheduler_name: scheduler_name.into(),
+            ..Profile::default()
+        }
     }
     pub fn with_pre_filter(mut self, p: Arc<dyn PreFilterPlugin>) -> Profile {
         self.pre_filter.push(p);
@@ -303,9 +332,15 @@ impl Profile {
         if plugins.is_empty() {
             return true;
         }
-        let registered = |name: &str, events: &[ClusterEvent]| plugins.contains(name) && events.contains(&event);
-        self.pre_filter.iter().any(|p| registered(p.name(), p.events_to_register()))
-            || self.filter.iter().any(|p| registered(p.name(), p.events_to_register()))
+        let registered =
+            |name: &str, events: &[ClusterEvent]| plugins.contains(name) && events.contains(&event);
+        self.pre_filter
+            .iter()
+            .any(|p| registered(p.name(), p.events_to_register()))
+            || self
+                .filter
+                .iter()
+                .any(|p| registered(p.name(), p.events_to_register()))
     }
 }
 
@@ -314,9 +349,15 @@ impl fmt::Debug for Profile {
         let names = |v: Vec<&str>| v.join(",");
         f.debug_struct("Profile")
             .field("scheduler_name", &self.scheduler_name)
-            .field("pre_filter", &names(self.pre_filter.iter().map(|p| p.name()).collect()))
+            .field(
+                "pre_filter",
+                &names(self.pre_filter.iter().map(|p| p.name()).collect()),
+            )
             .field("filter", &names(self.filter.iter().map(|p| p.name()).collect()))
-            .field("score", &names(self.score.iter().map(|p| p.plugin.name()).collect()))
+            .field(
+                "score",
+                &names(self.score.iter().map(|p| p.plugin.name()).collect()),
+            )
             .finish()
     }
 }

@@ -9,11 +9,16 @@
 
 pub mod cache;
 pub mod core;
+pub mod events;
 pub mod framework;
+pub mod leader;
 pub mod plugins;
 pub mod queue;
 pub mod resources;
+pub mod scheduler;
 pub mod snapshot;
+
+pub use scheduler::{DEFAULT_SCHEDULER_NAME, SchedulerError, SchedulerOptions, run};
 
 #[cfg(test)]
 mod testing;

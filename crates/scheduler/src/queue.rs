@@ -50,8 +50,12 @@ impl Default for QueueConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PodLocation {
     Active,
-    Backoff { until: Instant },
-    Unschedulable { since: Instant },
+    Backoff {
+        until: Instant,
+    },
+    Unschedulable {
+        since: Instant,
+    },
     /// Popped, being scheduled or bound.
     InFlight,
 }
@@ -87,7 +91,9 @@ struct ActiveItem {
 
 impl Ord for ActiveItem {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -138,19 +144,31 @@ impl SchedulingQueue {
 
     /// Pods waiting in Active.
     pub fn active_len(&self) -> usize {
-        self.entries.values().filter(|e| e.location == PodLocation::Active).count()
+        self.entries
+            .values()
+            .filter(|e| e.location == PodLocation::Active)
+            .count()
     }
 
     fn push_active(&mut self, key: &str) {
-        let Some(e) = self.entries.get_mut(key) else { return };
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         self.seq += 1;
         e.generation += 1;
         e.location = PodLocation::Active;
-        self.active.push(ActiveItem { priority: e.priority, seq: self.seq, key: key.to_string(), generation: e.generation });
+        self.active.push(ActiveItem {
+            priority: e.priority,
+            seq: self.seq,
+            key: key.to_string(),
+            generation: e.generation,
+        });
     }
 
     fn push_backoff(&mut self, key: &str, until: Instant) {
-        let Some(e) = self.entries.get_mut(key) else { return };
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         e.generation += 1;
         e.location = PodLocation::Backoff { until };
         self.backoff.push(Reverse((until, e.generation, key.to_string())));
@@ -177,7 +195,12 @@ impl SchedulingQueue {
         }
         let entry = Entry {
             priority: priority_of(&pod),
-            qp: QueuedPod { pod: Arc::new(pod), key: key.clone(), attempts: 0, unschedulable_plugins: HashSet::new() },
+            qp: QueuedPod {
+                pod: Arc::new(pod),
+                key: key.clone(),
+                attempts: 0,
+                unschedulable_plugins: HashSet::new(),
+            },
             location: PodLocation::Active,
             generation: 0,
             last_failure: None,
@@ -210,7 +233,9 @@ impl SchedulingQueue {
     /// The next pod to schedule (highest priority, then oldest), now InFlight.
     pub fn pop(&mut self) -> Option<QueuedPod> {
         while let Some(item) = self.active.pop() {
-            let Some(e) = self.entries.get_mut(&item.key) else { continue };
+            let Some(e) = self.entries.get_mut(&item.key) else {
+                continue;
+            };
             if e.location != PodLocation::Active || e.generation != item.generation {
                 continue;
             }
@@ -230,7 +255,13 @@ impl SchedulingQueue {
 
     /// No node fitted the in-flight pod: park it until a cluster event that `plugins` care about.
     pub fn requeue_unschedulable(&mut self, key: &str, plugins: HashSet<&'static str>, now: Instant) {
-        let Some(e) = self.entries.get_mut(key).filter(|e| e.location == PodLocation::InFlight) else { return };
+        let Some(e) = self
+            .entries
+            .get_mut(key)
+            .filter(|e| e.location == PodLocation::InFlight)
+        else {
+            return;
+        };
         e.qp.unschedulable_plugins = plugins;
         e.last_failure = Some(now);
         e.generation += 1;
@@ -239,7 +270,13 @@ impl SchedulingQueue {
 
     /// The in-flight pod failed for another reason (plugin error, binding failure): retry after backoff.
     pub fn requeue_backoff(&mut self, key: &str, now: Instant) {
-        let Some(e) = self.entries.get_mut(key).filter(|e| e.location == PodLocation::InFlight) else { return };
+        let Some(e) = self
+            .entries
+            .get_mut(key)
+            .filter(|e| e.location == PodLocation::InFlight)
+        else {
+            return;
+        };
         e.last_failure = Some(now);
         let attempts = e.qp.attempts;
         let until = now + self.backoff_duration(attempts);
@@ -268,7 +305,8 @@ impl SchedulingQueue {
             .entries
             .iter()
             .filter(|(_, e)| {
-                matches!(e.location, PodLocation::Unschedulable { .. }) && may_help(&e.qp.unschedulable_plugins, event)
+                matches!(e.location, PodLocation::Unschedulable { .. })
+                    && may_help(&e.qp.unschedulable_plugins, event)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -293,14 +331,18 @@ impl SchedulingQueue {
                 self.push_active(&key);
             }
         }
-        let due = self.last_unschedulable_flush.is_none_or(|t| now >= t + self.config.unschedulable_flush_interval);
+        let due = self
+            .last_unschedulable_flush
+            .is_none_or(|t| now >= t + self.config.unschedulable_flush_interval);
         if due {
             self.last_unschedulable_flush = Some(now);
             let max = self.config.max_unschedulable_duration;
             let stale: Vec<String> = self
                 .entries
                 .iter()
-                .filter(|(_, e)| matches!(e.location, PodLocation::Unschedulable { since } if now >= since + max))
+                .filter(
+                    |(_, e)| matches!(e.location, PodLocation::Unschedulable { since } if now >= since + max),
+                )
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in stale {
@@ -312,9 +354,15 @@ impl SchedulingQueue {
     /// When [`flush`](Self::flush) next has something to do, if anything is waiting on time.
     pub fn next_wakeup(&self) -> Option<Instant> {
         let backoff = self.backoff.peek().map(|Reverse((t, _, _))| *t);
-        let has_unschedulable = self.entries.values().any(|e| matches!(e.location, PodLocation::Unschedulable { .. }));
+        let has_unschedulable = self
+            .entries
+            .values()
+            .any(|e| matches!(e.location, PodLocation::Unschedulable { .. }));
         let unschedulable = has_unschedulable
-            .then(|| self.last_unschedulable_flush.map(|t| t + self.config.unschedulable_flush_interval))
+            .then(|| {
+                self.last_unschedulable_flush
+                    .map(|t| t + self.config.unschedulable_flush_interval)
+            })
             .flatten();
         match (backoff, unschedulable) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -363,7 +411,12 @@ mod tests {
         q.add(pod("a"), t0);
         let p = q.pop().unwrap();
         q.requeue_backoff(&p.key, t0);
-        assert_eq!(q.location(&p.key), Some(PodLocation::Backoff { until: t0 + Duration::from_secs(1) }));
+        assert_eq!(
+            q.location(&p.key),
+            Some(PodLocation::Backoff {
+                until: t0 + Duration::from_secs(1)
+            })
+        );
         assert_eq!(q.next_wakeup(), Some(t0 + Duration::from_secs(1)));
         q.flush(t0 + Duration::from_millis(999));
         assert!(q.pop().is_none());
@@ -373,7 +426,9 @@ mod tests {
         q.requeue_backoff(&p.key, t0 + Duration::from_secs(1));
         assert_eq!(
             q.location(&p.key),
-            Some(PodLocation::Backoff { until: t0 + Duration::from_secs(3) }),
+            Some(PodLocation::Backoff {
+                until: t0 + Duration::from_secs(3)
+            }),
             "second failure: 2 s"
         );
     }
@@ -389,9 +444,15 @@ mod tests {
             plugins.contains("NodeResourcesFit") && e == ClusterEvent::NodeAdd
         };
         assert_eq!(q.on_cluster_event(ClusterEvent::AssignedPodAdd, t0, helps), 0);
-        assert!(matches!(q.location(&p.key), Some(PodLocation::Unschedulable { .. })));
+        assert!(matches!(
+            q.location(&p.key),
+            Some(PodLocation::Unschedulable { .. })
+        ));
         // Within its backoff window the pod goes to Backoff, after it straight to Active.
-        assert_eq!(q.on_cluster_event(ClusterEvent::NodeAdd, t0 + Duration::from_millis(500), helps), 1);
+        assert_eq!(
+            q.on_cluster_event(ClusterEvent::NodeAdd, t0 + Duration::from_millis(500), helps),
+            1
+        );
         assert!(matches!(q.location(&p.key), Some(PodLocation::Backoff { .. })));
         q.flush(t0 + Duration::from_secs(1));
         assert_eq!(q.pop().map(|p| p.key), Some("default/a".into()));
@@ -444,7 +505,10 @@ mod tests {
         let mut status_only = (*p.pod).clone();
         status_only.status = Some(Default::default());
         q.update(status_only, t0 + Duration::from_secs(5));
-        assert!(matches!(q.location(&p.key), Some(PodLocation::Unschedulable { .. })));
+        assert!(matches!(
+            q.location(&p.key),
+            Some(PodLocation::Unschedulable { .. })
+        ));
         let relabeled = pod_labels((*p.pod).clone(), &[("x", "y")]);
         q.update(relabeled, t0 + Duration::from_secs(5));
         assert_eq!(q.location(&p.key), Some(PodLocation::Active));

@@ -72,12 +72,19 @@ pub struct PodRequests {
 }
 
 fn container_requests(c: &Container) -> Resource {
-    c.resources.as_ref().and_then(|r| r.requests.as_ref()).map(Resource::from_list).unwrap_or_default()
+    c.resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .map(Resource::from_list)
+        .unwrap_or_default()
 }
 
 fn non_zero(mut r: Resource, c: &Container) -> Resource {
     let has = |name: &str| {
-        c.resources.as_ref().and_then(|r| r.requests.as_ref()).is_some_and(|l| l.contains_key(name))
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .is_some_and(|l| l.contains_key(name))
     };
     if !has("cpu") {
         r.milli_cpu = DEFAULT_MILLI_CPU_REQUEST;
@@ -134,7 +141,10 @@ pub fn pod_requests(pod: &Pod) -> PodRequests {
     }
     requested.pods = 1;
     nz.pods = 1;
-    PodRequests { requested, non_zero: nz }
+    PodRequests {
+        requested,
+        non_zero: nz,
+    }
 }
 
 /// A node's allocatable resources (falling back to capacity when allocatable is absent).
@@ -164,7 +174,9 @@ fn parse_scaled(s: &str, extra_exp10: i32) -> Option<i64> {
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
-    let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    let num_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
     let (number, suffix) = rest.split_at(num_end);
     if number.is_empty() || number == "." {
         return None;
@@ -239,8 +251,15 @@ mod tests {
         spec.containers.push(container(&[("cpu", "200m")]));
         spec.init_containers = Some(vec![container(&[("cpu", "500m"), ("memory", "50Mi")])]);
         let r = pod_requests(&pod);
-        assert_eq!(r.requested.milli_cpu, 500, "init container needs more cpu than the sum");
-        assert_eq!(r.requested.memory, 100 << 20, "containers need more memory than init");
+        assert_eq!(
+            r.requested.milli_cpu, 500,
+            "init container needs more cpu than the sum"
+        );
+        assert_eq!(
+            r.requested.memory,
+            100 << 20,
+            "containers need more memory than init"
+        );
         assert_eq!(r.requested.pods, 1);
         // the second container has no memory request: 200Mi default for scoring
         assert_eq!(r.non_zero.memory, (100 << 20) + DEFAULT_MEMORY_REQUEST);

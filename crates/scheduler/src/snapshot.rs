@@ -37,14 +37,20 @@ impl HostPort {
 
 /// The host ports a pod's containers ask for (`hostPort` > 0), with kube's defaults (TCP, 0.0.0.0).
 pub fn pod_host_ports(pod: &Pod) -> Vec<HostPort> {
-    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
     spec.containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
             let port = p.host_port.filter(|&p| p > 0)?;
             Some(HostPort {
-                ip: p.host_ip.clone().filter(|ip| !ip.is_empty()).unwrap_or_else(|| "0.0.0.0".into()),
+                ip: p
+                    .host_ip
+                    .clone()
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
                 protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
                 port,
             })
@@ -68,7 +74,8 @@ pub struct PodInfo {
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
         let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
-        let has_affinity = affinity.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
+        let has_affinity =
+            affinity.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
         let has_required_anti_affinity = affinity
             .and_then(|a| a.pod_anti_affinity.as_ref())
             .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
@@ -127,7 +134,9 @@ impl NodeInfo {
     /// The Node object. Only absent for a deleted node that still has pods; the snapshot never hands such an
     /// info to plugins.
     pub fn node(&self) -> &Node {
-        self.node.as_deref().expect("NodeInfo without a Node is never handed to plugins")
+        self.node
+            .as_deref()
+            .expect("NodeInfo without a Node is never handed to plugins")
     }
 
     pub fn has_node(&self) -> bool {
@@ -185,7 +194,10 @@ impl Snapshot {
     }
 
     /// A snapshot of these nodes with these pods placed by their `spec.nodeName` (for tests and tools).
-    pub fn from_objects(nodes: impl IntoIterator<Item = Node>, pods: impl IntoIterator<Item = Pod>) -> Snapshot {
+    pub fn from_objects(
+        nodes: impl IntoIterator<Item = Node>,
+        pods: impl IntoIterator<Item = Pod>,
+    ) -> Snapshot {
         let mut s = Snapshot::new();
         for n in nodes {
             s.set_node(n);
@@ -214,7 +226,10 @@ impl Snapshot {
     }
 
     pub fn get(&self, name: &str) -> Option<&NodeInfo> {
-        self.index.get(name).map(|&i| &self.infos[i]).filter(|i| i.has_node())
+        self.index
+            .get(name)
+            .map(|&i| &self.infos[i])
+            .filter(|i| i.has_node())
     }
 
     pub fn pods_with_affinity(&self) -> usize {
@@ -321,12 +336,20 @@ mod tests {
 
     #[test]
     fn host_ports_conflict_on_wildcard_or_same_ip() {
-        let hp = |ip: &str, port| HostPort { ip: ip.into(), protocol: "TCP".into(), port };
+        let hp = |ip: &str, port| HostPort {
+            ip: ip.into(),
+            protocol: "TCP".into(),
+            port,
+        };
         assert!(hp("0.0.0.0", 80).conflicts(&hp("10.0.0.1", 80)));
         assert!(hp("10.0.0.1", 80).conflicts(&hp("10.0.0.1", 80)));
         assert!(!hp("10.0.0.1", 80).conflicts(&hp("10.0.0.2", 80)));
         assert!(!hp("0.0.0.0", 80).conflicts(&hp("0.0.0.0", 81)));
-        let udp = HostPort { ip: "0.0.0.0".into(), protocol: "UDP".into(), port: 80 };
+        let udp = HostPort {
+            ip: "0.0.0.0".into(),
+            protocol: "UDP".into(),
+            port: 80,
+        };
         assert!(!udp.conflicts(&hp("0.0.0.0", 80)));
     }
 }

@@ -3,23 +3,34 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, ResourceRequirements, Taint,
-    Toleration,
+    Container, ContainerPort, Node, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec, ResourceRequirements,
+    Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
-    pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+        .collect()
 }
 
 /// A Ready node with this allocatable cpu, memory and pod count.
 pub fn node(name: &str, cpu: &str, memory: &str, pods: i64) -> Node {
-    let alloc = quantities(&[("cpu", cpu), ("memory", memory), ("pods", &pods.to_string()), ("ephemeral-storage", "100Gi")]);
+    let alloc = quantities(&[
+        ("cpu", cpu),
+        ("memory", memory),
+        ("pods", &pods.to_string()),
+        ("ephemeral-storage", "100Gi"),
+    ]);
     Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(BTreeMap::from([("kubernetes.io/hostname".to_string(), name.to_string())])),
+            labels: Some(BTreeMap::from([(
+                "kubernetes.io/hostname".to_string(),
+                name.to_string(),
+            )])),
             ..ObjectMeta::default()
         },
         spec: Some(NodeSpec::default()),
@@ -62,8 +73,10 @@ pub fn container(requests: &[(&str, &str)]) -> Container {
     Container {
         name: "c".into(),
         image: Some("busybox".into()),
-        resources: (!requests.is_empty())
-            .then(|| ResourceRequirements { requests: Some(quantities(requests)), ..ResourceRequirements::default() }),
+        resources: (!requests.is_empty()).then(|| ResourceRequirements {
+            requests: Some(quantities(requests)),
+            ..ResourceRequirements::default()
+        }),
         ..Container::default()
     }
 }
@@ -77,7 +90,10 @@ pub fn pod_with_requests(name: &str, requests: &[(&str, &str)]) -> Pod {
             uid: Some(format!("uid-{name}")),
             ..ObjectMeta::default()
         },
-        spec: Some(PodSpec { containers: vec![container(requests)], ..PodSpec::default() }),
+        spec: Some(PodSpec {
+            containers: vec![container(requests)],
+            ..PodSpec::default()
+        }),
         status: None,
     }
 }

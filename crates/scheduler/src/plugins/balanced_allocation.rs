@@ -22,7 +22,13 @@ impl Plugin for BalancedAllocation {
 
 impl PreScorePlugin for BalancedAllocation {
     /// Skips pods that request neither cpu nor memory: they would not change any node's balance.
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _snapshot: &Snapshot,
+        _nodes: &[&NodeInfo],
+    ) -> Status {
         let req = pod_requests(pod).requested;
         if req.milli_cpu == 0 && req.memory == 0 {
             return Status::skip();
@@ -49,11 +55,22 @@ pub fn balanced_score(fractions: &[f64]) -> i64 {
 
 impl ScorePlugin for BalancedAllocation {
     fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
-        let req = state.read::<PodRequest>().map(|r| r.0).unwrap_or_else(|| pod_requests(pod).requested);
+        let req = state
+            .read::<PodRequest>()
+            .map(|r| r.0)
+            .unwrap_or_else(|| pod_requests(pod).requested);
         let fraction = |used: i64, want: i64, alloc: i64| {
-            if alloc == 0 { 0.0 } else { ((used + want) as f64 / alloc as f64).min(1.0) }
+            if alloc == 0 {
+                0.0
+            } else {
+                ((used + want) as f64 / alloc as f64).min(1.0)
+            }
         };
-        let cpu = fraction(node.requested.milli_cpu, req.milli_cpu, node.allocatable.milli_cpu);
+        let cpu = fraction(
+            node.requested.milli_cpu,
+            req.milli_cpu,
+            node.allocatable.milli_cpu,
+        );
         let mem = fraction(node.requested.memory, req.memory, node.allocatable.memory);
         Ok(balanced_score(&[cpu, mem]))
     }
@@ -70,22 +87,33 @@ mod tests {
         let s = Snapshot::from_objects(
             [node("cpu-heavy", "4", "4Gi", 110), node("even", "4", "4Gi", 110)],
             [
-                bound(pod_with_requests("a", &[("cpu", "3"), ("memory", "0")]), "cpu-heavy"),
+                bound(
+                    pod_with_requests("a", &[("cpu", "3"), ("memory", "0")]),
+                    "cpu-heavy",
+                ),
                 bound(pod_with_requests("b", &[("cpu", "1"), ("memory", "1Gi")]), "even"),
             ],
         );
         let p = pod_with_requests("p", &[("cpu", "1"), ("memory", "1Gi")]);
         let mut state = CycleState::new();
         assert!(BalancedAllocation.pre_score(&mut state, &p, &s, &[]).is_success());
-        let heavy = BalancedAllocation.score(&state, &p, s.get("cpu-heavy").unwrap()).unwrap();
-        let even = BalancedAllocation.score(&state, &p, s.get("even").unwrap()).unwrap();
+        let heavy = BalancedAllocation
+            .score(&state, &p, s.get("cpu-heavy").unwrap())
+            .unwrap();
+        let even = BalancedAllocation
+            .score(&state, &p, s.get("even").unwrap())
+            .unwrap();
         // heavy: cpu 1.0, mem 0.25 → std 0.375 → 62; even: 0.5/0.5 → 100
         assert_eq!((heavy, even), (62, 100));
     }
 
     #[test]
     fn best_effort_pods_skip() {
-        assert!(BalancedAllocation.pre_score(&mut CycleState::new(), &pod("p"), &Snapshot::new(), &[]).is_skip());
+        assert!(
+            BalancedAllocation
+                .pre_score(&mut CycleState::new(), &pod("p"), &Snapshot::new(), &[])
+                .is_skip()
+        );
     }
 
     #[test]

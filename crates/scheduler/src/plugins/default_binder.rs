@@ -28,7 +28,11 @@ pub fn binding_for(pod: &Pod, node: &str) -> Binding {
             uid: pod.metadata.uid.clone(),
             ..ObjectMeta::default()
         },
-        target: ObjectReference { kind: Some("Node".into()), name: Some(node.into()), ..ObjectReference::default() },
+        target: ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(node.into()),
+            ..ObjectReference::default()
+        },
     }
 }
 
@@ -45,7 +49,10 @@ impl BindPlugin for DefaultBinder {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let binding = binding_for(pod, node_name);
-        match api.create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding).await {
+        match api
+            .create_subresource::<_, serde_json::Value>("binding", name, &PostParams::default(), &binding)
+            .await
+        {
             Ok(_) => Status::success(),
             Err(e) => Status::error(format!("binding rejected: {e}")),
         }

@@ -31,7 +31,9 @@ impl Selector {
     }
 
     pub fn from_label_selector(sel: Option<&LabelSelector>) -> Selector {
-        let Some(sel) = sel else { return Selector::nothing() };
+        let Some(sel) = sel else {
+            return Selector::nothing();
+        };
         let mut reqs = Vec::new();
         for (k, v) in sel.match_labels.iter().flatten() {
             reqs.push(Requirement::In(k.clone(), vec![v.clone()]));
@@ -46,12 +48,19 @@ impl Selector {
                 _ => Requirement::Invalid,
             });
         }
-        Selector { requirements: Some(reqs) }
+        Selector {
+            requirements: Some(reqs),
+        }
     }
 
     /// Adds `key in (labels[key])` for every key of `keys` present in `labels` (`matchLabelKeys`), or
     /// `key notin (…)` when `negate` (`mismatchLabelKeys`).
-    pub fn with_label_keys(mut self, keys: Option<&Vec<String>>, labels: Option<&Labels>, negate: bool) -> Selector {
+    pub fn with_label_keys(
+        mut self,
+        keys: Option<&Vec<String>>,
+        labels: Option<&Labels>,
+        negate: bool,
+    ) -> Selector {
         if let (Some(reqs), Some(keys), Some(labels)) = (self.requirements.as_mut(), keys, labels) {
             for k in keys {
                 if let Some(v) = labels.get(k) {
@@ -67,7 +76,9 @@ impl Selector {
     }
 
     pub fn matches(&self, labels: Option<&Labels>) -> bool {
-        let Some(reqs) = &self.requirements else { return false };
+        let Some(reqs) = &self.requirements else {
+            return false;
+        };
         reqs.iter().all(|r| {
             let get = |k: &str| labels.and_then(|l| l.get(k));
             match r {
@@ -89,8 +100,12 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) ->
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         op @ ("Gt" | "Lt") => {
-            let (Some(v), [bound]) = (value, values) else { return false };
-            let (Ok(v), Ok(bound)) = (v.parse::<i64>(), bound.parse::<i64>()) else { return false };
+            let (Some(v), [bound]) = (value, values) else {
+                return false;
+            };
+            let (Ok(v), Ok(bound)) = (v.parse::<i64>(), bound.parse::<i64>()) else {
+                return false;
+            };
             if op == "Gt" { v > bound } else { v < bound }
         }
         _ => false,
@@ -106,8 +121,12 @@ pub fn node_matches_term(node: &Node, term: &NodeSelectorTerm) -> bool {
         return false;
     }
     let labels = node.metadata.labels.as_ref();
-    exprs.iter().all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key))))
-        && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_ref()))
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.and_then(|l| l.get(&r.key))))
+        && fields
+            .iter()
+            .all(|r| r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_ref()))
 }
 
 /// Whether a node satisfies any of the terms (terms are ORed).
@@ -117,7 +136,9 @@ pub fn node_matches_any_term(node: &Node, terms: &[NodeSelectorTerm]) -> bool {
 
 /// The pod's `nodeSelector` and required node affinity together (kube's `RequiredNodeAffinity`).
 pub fn pod_matches_node_selector_and_affinity(pod: &Pod, node: &Node) -> bool {
-    let Some(spec) = pod.spec.as_ref() else { return true };
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
     if let Some(sel) = spec.node_selector.as_ref() {
         let labels = node.metadata.labels.as_ref();
         if !sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
@@ -158,12 +179,18 @@ pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
 
 /// The pod's tolerations (empty when none).
 pub fn pod_tolerations(pod: &Pod) -> &[Toleration] {
-    pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default()
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default()
 }
 
 /// Node taints (empty when none).
 pub fn node_taints(node: &Node) -> &[Taint] {
-    node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default()
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
 }
 
 /// kube's `DefaultNormalizeScore`: scales scores so the highest becomes `max`; with `reverse`, the
@@ -191,20 +218,38 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn label_selectors_follow_kubernetes_rules() {
         let l = labels(&[("app", "web"), ("tier", "front")]);
-        assert!(!Selector::from_label_selector(None).matches(Some(&l)), "absent selector matches nothing");
+        assert!(
+            !Selector::from_label_selector(None).matches(Some(&l)),
+            "absent selector matches nothing"
+        );
         assert!(Selector::from_label_selector(Some(&LabelSelector::default())).matches(Some(&l)));
         let sel = LabelSelector {
             match_labels: Some(labels(&[("app", "web")])),
             match_expressions: Some(vec![
-                LabelSelectorRequirement { key: "tier".into(), operator: "In".into(), values: Some(vec!["front".into()]) },
-                LabelSelectorRequirement { key: "x".into(), operator: "DoesNotExist".into(), values: None },
-                LabelSelectorRequirement { key: "env".into(), operator: "NotIn".into(), values: Some(vec!["prod".into()]) },
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["front".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "x".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+                LabelSelectorRequirement {
+                    key: "env".into(),
+                    operator: "NotIn".into(),
+                    values: Some(vec!["prod".into()]),
+                },
             ]),
         };
         let s = Selector::from_label_selector(Some(&sel));
@@ -229,9 +274,15 @@ mod tests {
         assert!(!node_matches_term(&n, &term("zone", "NotIn", &["a"])));
         assert!(node_matches_term(&n, &term("cores", "Gt", &["4"])));
         assert!(!node_matches_term(&n, &term("cores", "Lt", &["4"])));
-        assert!(!node_matches_term(&n, &term("zone", "Gt", &["4"])), "non-numeric label");
+        assert!(
+            !node_matches_term(&n, &term("zone", "Gt", &["4"])),
+            "non-numeric label"
+        );
         assert!(node_matches_term(&n, &term("gpu", "DoesNotExist", &[])));
-        assert!(!node_matches_term(&n, &NodeSelectorTerm::default()), "empty term matches nothing");
+        assert!(
+            !node_matches_term(&n, &NodeSelectorTerm::default()),
+            "empty term matches nothing"
+        );
         let by_name = NodeSelectorTerm {
             match_expressions: None,
             match_fields: Some(vec![NodeSelectorRequirement {
@@ -246,24 +297,43 @@ mod tests {
     #[test]
     fn tolerations_match_like_kubernetes() {
         let t = taint("dedicated", "gpu", "NoSchedule");
-        let tol = |key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>| Toleration {
-            key: key.map(Into::into),
-            operator: op.map(Into::into),
-            value: value.map(Into::into),
-            effect: effect.map(Into::into),
-            toleration_seconds: None,
-        };
+        let tol =
+            |key: Option<&str>, op: Option<&str>, value: Option<&str>, effect: Option<&str>| Toleration {
+                key: key.map(Into::into),
+                operator: op.map(Into::into),
+                value: value.map(Into::into),
+                effect: effect.map(Into::into),
+                toleration_seconds: None,
+            };
         assert!(tolerates(&tol(Some("dedicated"), None, Some("gpu"), None), &t));
-        assert!(!tolerates(&tol(Some("dedicated"), Some("Equal"), Some("cpu"), None), &t));
-        assert!(tolerates(&tol(Some("dedicated"), Some("Exists"), None, Some("NoSchedule")), &t));
-        assert!(!tolerates(&tol(Some("dedicated"), Some("Exists"), None, Some("NoExecute")), &t));
-        assert!(tolerates(&tol(None, Some("Exists"), None, None), &t), "empty key + Exists tolerates all");
+        assert!(!tolerates(
+            &tol(Some("dedicated"), Some("Equal"), Some("cpu"), None),
+            &t
+        ));
+        assert!(tolerates(
+            &tol(Some("dedicated"), Some("Exists"), None, Some("NoSchedule")),
+            &t
+        ));
+        assert!(!tolerates(
+            &tol(Some("dedicated"), Some("Exists"), None, Some("NoExecute")),
+            &t
+        ));
+        assert!(
+            tolerates(&tol(None, Some("Exists"), None, None), &t),
+            "empty key + Exists tolerates all"
+        );
     }
 
     #[test]
     fn default_normalize_scales_and_reverses() {
         let mk = |v: &[i64]| {
-            v.iter().enumerate().map(|(i, &s)| crate::framework::NodeScore { name: i.to_string(), score: s }).collect::<Vec<_>>()
+            v.iter()
+                .enumerate()
+                .map(|(i, &s)| crate::framework::NodeScore {
+                    name: i.to_string(),
+                    score: s,
+                })
+                .collect::<Vec<_>>()
         };
         let mut s = mk(&[1, 2, 4]);
         default_normalize(&mut s, 100, false);

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, WeightedPodAffinityTerm};
 
 use super::helpers::Selector;
 use crate::framework::{
-    CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreFilterPlugin, PreFilterResult, PreScorePlugin,
-    ScorePlugin, Status,
+    CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreFilterPlugin, PreFilterResult,
+    PreScorePlugin, ScorePlugin, Status,
 };
 use crate::snapshot::{NodeInfo, Snapshot};
 
@@ -40,15 +40,18 @@ struct Term {
 impl Term {
     fn new(owner: &Pod, t: &PodAffinityTerm, weight: i64) -> Term {
         let listed: HashSet<String> = t.namespaces.iter().flatten().cloned().collect();
-        let all = t
-            .namespace_selector
-            .as_ref()
-            .is_some_and(|s| s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty()));
+        let all = t.namespace_selector.as_ref().is_some_and(|s| {
+            s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        });
         let namespaces = if all {
             None
         } else if listed.is_empty() && t.namespace_selector.is_none() {
-            Some(HashSet::from([owner.metadata.namespace.clone().unwrap_or_else(|| "default".into())]))
+            Some(HashSet::from([owner
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into())]))
         } else {
             Some(listed)
         };
@@ -56,12 +59,18 @@ impl Term {
         let selector = Selector::from_label_selector(t.label_selector.as_ref())
             .with_label_keys(t.match_label_keys.as_ref(), labels, false)
             .with_label_keys(t.mismatch_label_keys.as_ref(), labels, true);
-        Term { namespaces, selector, topology_key: t.topology_key.clone(), weight }
+        Term {
+            namespaces,
+            selector,
+            topology_key: t.topology_key.clone(),
+            weight,
+        }
     }
 
     fn matches(&self, pod: &Pod) -> bool {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        self.namespaces.as_ref().is_none_or(|s| s.contains(ns)) && self.selector.matches(pod.metadata.labels.as_ref())
+        self.namespaces.as_ref().is_none_or(|s| s.contains(ns))
+            && self.selector.matches(pod.metadata.labels.as_ref())
     }
 }
 
@@ -74,9 +83,14 @@ struct PodTerms {
 }
 
 fn pod_terms(pod: &Pod) -> PodTerms {
-    let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else { return PodTerms::default() };
+    let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
+        return PodTerms::default();
+    };
     let required = |ts: Option<&Vec<PodAffinityTerm>>| {
-        ts.into_iter().flatten().map(|t| Term::new(pod, t, HARD_POD_AFFINITY_WEIGHT)).collect::<Vec<_>>()
+        ts.into_iter()
+            .flatten()
+            .map(|t| Term::new(pod, t, HARD_POD_AFFINITY_WEIGHT))
+            .collect::<Vec<_>>()
     };
     let preferred = |ts: Option<&Vec<WeightedPodAffinityTerm>>| {
         ts.into_iter()
@@ -87,11 +101,15 @@ fn pod_terms(pod: &Pod) -> PodTerms {
     let aff = a.pod_affinity.as_ref();
     let anti = a.pod_anti_affinity.as_ref();
     PodTerms {
-        required_affinity: required(aff.and_then(|x| x.required_during_scheduling_ignored_during_execution.as_ref())),
+        required_affinity: required(
+            aff.and_then(|x| x.required_during_scheduling_ignored_during_execution.as_ref()),
+        ),
         required_anti_affinity: required(
             anti.and_then(|x| x.required_during_scheduling_ignored_during_execution.as_ref()),
         ),
-        preferred_affinity: preferred(aff.and_then(|x| x.preferred_during_scheduling_ignored_during_execution.as_ref())),
+        preferred_affinity: preferred(
+            aff.and_then(|x| x.preferred_during_scheduling_ignored_during_execution.as_ref()),
+        ),
         preferred_anti_affinity: preferred(
             anti.and_then(|x| x.preferred_during_scheduling_ignored_during_execution.as_ref()),
         ),
@@ -124,7 +142,12 @@ impl Plugin for InterPodAffinity {
 }
 
 impl PreFilterPlugin for InterPodAffinity {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, snapshot: &Snapshot) -> (PreFilterResult, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        snapshot: &Snapshot,
+    ) -> (PreFilterResult, Status) {
         let terms = pod_terms(pod);
         let own = !terms.required_affinity.is_empty() || !terms.required_anti_affinity.is_empty();
         if !own && snapshot.pods_with_required_anti_affinity() == 0 {
@@ -153,13 +176,23 @@ impl PreFilterPlugin for InterPodAffinity {
                         add_for_node(&mut affinity, node, &t.topology_key, 1);
                     }
                 }
-                for t in terms.required_anti_affinity.iter().filter(|t| t.matches(&existing.pod)) {
+                for t in terms
+                    .required_anti_affinity
+                    .iter()
+                    .filter(|t| t.matches(&existing.pod))
+                {
                     add_for_node(&mut anti_affinity, node, &t.topology_key, 1);
                 }
             }
         }
         let self_matches_affinity = terms.required_affinity.iter().all(|t| t.matches(pod));
-        state.write(PreFilterState { terms, existing_anti, affinity, anti_affinity, self_matches_affinity });
+        state.write(PreFilterState {
+            terms,
+            existing_anti,
+            affinity,
+            anti_affinity,
+            self_matches_affinity,
+        });
         (PreFilterResult::default(), Status::success())
     }
 }
@@ -170,7 +203,11 @@ impl FilterPlugin for InterPodAffinity {
             return Status::error("InterPodAffinity: PreFilter state missing");
         };
         let labels = node.labels();
-        let pair = |key: &str| labels.and_then(|l| l.get(key)).map(|v| (key.to_string(), v.clone()));
+        let pair = |key: &str| {
+            labels
+                .and_then(|l| l.get(key))
+                .map(|v| (key.to_string(), v.clone()))
+        };
 
         let mut pods_exist = true;
         for t in &s.terms.required_affinity {
@@ -180,7 +217,7 @@ impl FilterPlugin for InterPodAffinity {
             }
         }
         // The first pod of a group with affinity to itself may go anywhere that has the topology keys.
-        if !pods_exist && !(s.affinity.is_empty() && s.self_matches_affinity) {
+        if !(pods_exist || s.affinity.is_empty() && s.self_matches_affinity) {
             return Status::unresolvable(ERR_REASON_AFFINITY_RULES_NOT_MATCH);
         }
         for t in &s.terms.required_anti_affinity {
@@ -190,7 +227,9 @@ impl FilterPlugin for InterPodAffinity {
         }
         if !s.existing_anti.is_empty()
             && labels.into_iter().flatten().any(|(k, v)| {
-                s.existing_anti.get(&(k.clone(), v.clone())).is_some_and(|&n| n > 0)
+                s.existing_anti
+                    .get(&(k.clone(), v.clone()))
+                    .is_some_and(|&n| n > 0)
             })
         {
             return Status::unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY_RULES_NOT_MATCH);
@@ -203,20 +242,37 @@ impl FilterPlugin for InterPodAffinity {
 struct PreScoreState(TopologyCounts);
 
 impl PreScorePlugin for InterPodAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, snapshot: &Snapshot, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        snapshot: &Snapshot,
+        _nodes: &[&NodeInfo],
+    ) -> Status {
         let terms = pod_terms(pod);
         let has_preferred = !terms.preferred_affinity.is_empty() || !terms.preferred_anti_affinity.is_empty();
         if !has_preferred && snapshot.pods_with_affinity() == 0 {
             return Status::skip();
         }
         let mut scores = TopologyCounts::new();
-        for node in snapshot.nodes().filter(|n| has_preferred || n.pods_with_affinity > 0) {
+        for node in snapshot
+            .nodes()
+            .filter(|n| has_preferred || n.pods_with_affinity > 0)
+        {
             for existing in &node.pods {
                 if has_preferred {
-                    for t in terms.preferred_affinity.iter().filter(|t| t.matches(&existing.pod)) {
+                    for t in terms
+                        .preferred_affinity
+                        .iter()
+                        .filter(|t| t.matches(&existing.pod))
+                    {
                         add_for_node(&mut scores, node, &t.topology_key, t.weight);
                     }
-                    for t in terms.preferred_anti_affinity.iter().filter(|t| t.matches(&existing.pod)) {
+                    for t in terms
+                        .preferred_anti_affinity
+                        .iter()
+                        .filter(|t| t.matches(&existing.pod))
+                    {
                         add_for_node(&mut scores, node, &t.topology_key, -t.weight);
                     }
                 }
@@ -243,7 +299,9 @@ impl PreScorePlugin for InterPodAffinity {
 
 impl ScorePlugin for InterPodAffinity {
     fn score(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
-        let s = state.read::<PreScoreState>().ok_or_else(|| Status::error("InterPodAffinity: PreScore state missing"))?;
+        let s = state
+            .read::<PreScoreState>()
+            .ok_or_else(|| Status::error("InterPodAffinity: PreScore state missing"))?;
         let labels = node.labels();
         Ok(s.0
             .iter()
@@ -257,7 +315,11 @@ impl ScorePlugin for InterPodAffinity {
         let min = scores.iter().map(|s| s.score).min().unwrap_or(0);
         let max = scores.iter().map(|s| s.score).max().unwrap_or(0);
         for s in scores.iter_mut() {
-            s.score = if max > min { MAX_NODE_SCORE * (s.score - min) / (max - min) } else { 0 };
+            s.score = if max > min {
+                MAX_NODE_SCORE * (s.score - min) / (max - min)
+            } else {
+                0
+            };
         }
         Status::success()
     }
@@ -284,13 +346,19 @@ mod tests {
     }
 
     fn with_affinity(mut p: Pod, affinity: Option<PodAffinity>, anti: Option<PodAntiAffinity>) -> Pod {
-        p.spec.as_mut().unwrap().affinity =
-            Some(Affinity { pod_affinity: affinity, pod_anti_affinity: anti, ..Affinity::default() });
+        p.spec.as_mut().unwrap().affinity = Some(Affinity {
+            pod_affinity: affinity,
+            pod_anti_affinity: anti,
+            ..Affinity::default()
+        });
         p
     }
 
     fn required_affinity(t: PodAffinityTerm) -> Option<PodAffinity> {
-        Some(PodAffinity { required_during_scheduling_ignored_during_execution: Some(vec![t]), ..Default::default() })
+        Some(PodAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![t]),
+            ..Default::default()
+        })
     }
 
     fn required_anti(t: PodAffinityTerm) -> Option<PodAntiAffinity> {
@@ -329,10 +397,17 @@ mod tests {
     #[test]
     fn first_pod_with_affinity_to_itself_may_go_anywhere() {
         let s = Snapshot::from_objects([zoned("a1", "a")], []);
-        let p = with_affinity(pod_labels(pod("web"), &[("app", "web")]), required_affinity(term("web", "zone")), None);
+        let p = with_affinity(
+            pod_labels(pod("web"), &[("app", "web")]),
+            required_affinity(term("web", "zone")),
+            None,
+        );
         assert!(run_filter(&p, &s, "a1").is_success());
         let other = with_affinity(pod("x"), required_affinity(term("web", "zone")), None);
-        assert!(!run_filter(&other, &s, "a1").is_success(), "doesn't match its own term");
+        assert!(
+            !run_filter(&other, &s, "a1").is_success(),
+            "doesn't match its own term"
+        );
     }
 
     #[test]
@@ -341,8 +416,15 @@ mod tests {
             [zoned("a1", "a"), zoned("b1", "b")],
             [bound(pod_labels(pod("w1"), &[("app", "web")]), "a1")],
         );
-        let p = with_affinity(pod_labels(pod("w2"), &[("app", "web")]), None, required_anti(term("web", "zone")));
-        assert_eq!(run_filter(&p, &s, "a1").reasons, vec![ERR_REASON_ANTI_AFFINITY_RULES_NOT_MATCH]);
+        let p = with_affinity(
+            pod_labels(pod("w2"), &[("app", "web")]),
+            None,
+            required_anti(term("web", "zone")),
+        );
+        assert_eq!(
+            run_filter(&p, &s, "a1").reasons,
+            vec![ERR_REASON_ANTI_AFFINITY_RULES_NOT_MATCH]
+        );
         assert!(run_filter(&p, &s, "b1").is_success());
     }
 
@@ -357,7 +439,10 @@ mod tests {
         let p = pod_labels(pod("w"), &[("app", "web")]);
         let st = run_filter(&p, &s, "a1");
         assert_eq!(st.code, Code::Unschedulable);
-        assert_eq!(st.reasons, vec![ERR_REASON_EXISTING_ANTI_AFFINITY_RULES_NOT_MATCH]);
+        assert_eq!(
+            st.reasons,
+            vec![ERR_REASON_EXISTING_ANTI_AFFINITY_RULES_NOT_MATCH]
+        );
         assert!(run_filter(&p, &s, "a2").is_success());
     }
 
@@ -393,10 +478,17 @@ mod tests {
         );
         let nodes: Vec<&NodeInfo> = s.nodes().collect();
         let mut state = CycleState::new();
-        assert!(InterPodAffinity.pre_score(&mut state, &p, &s, &nodes).is_success());
+        assert!(
+            InterPodAffinity
+                .pre_score(&mut state, &p, &s, &nodes)
+                .is_success()
+        );
         let mut scores: Vec<NodeScore> = nodes
             .iter()
-            .map(|n| NodeScore { name: n.name.clone(), score: InterPodAffinity.score(&state, &p, n).unwrap() })
+            .map(|n| NodeScore {
+                name: n.name.clone(),
+                score: InterPodAffinity.score(&state, &p, n).unwrap(),
+            })
             .collect();
         InterPodAffinity.normalize_score(&state, &p, &mut scores);
         let by = |n: &str| scores.iter().find(|s| s.name == n).unwrap().score;
@@ -408,6 +500,10 @@ mod tests {
         let s = Snapshot::from_objects([zoned("a1", "a")], [bound(pod("x"), "a1")]);
         let mut state = CycleState::new();
         assert!(InterPodAffinity.pre_filter(&mut state, &pod("p"), &s).1.is_skip());
-        assert!(InterPodAffinity.pre_score(&mut state, &pod("p"), &s, &[]).is_skip());
+        assert!(
+            InterPodAffinity
+                .pre_score(&mut state, &pod("p"), &s, &[])
+                .is_skip()
+        );
     }
 }

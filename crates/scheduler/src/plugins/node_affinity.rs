@@ -5,8 +5,8 @@ use k8s_openapi::api::core::v1::{Pod, PreferredSchedulingTerm};
 
 use super::helpers::{default_normalize, node_matches_term, pod_matches_node_selector_and_affinity};
 use crate::framework::{
-    ClusterEvent, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreFilterPlugin, PreFilterResult,
-    PreScorePlugin, ScorePlugin, Status,
+    ClusterEvent, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreFilterPlugin,
+    PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
 use crate::snapshot::{NodeInfo, Snapshot};
 
@@ -36,14 +36,25 @@ impl Plugin for NodeAffinity {
 }
 
 impl PreFilterPlugin for NodeAffinity {
-    fn pre_filter(&self, _state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot) -> (PreFilterResult, Status) {
+    fn pre_filter(
+        &self,
+        _state: &mut CycleState,
+        pod: &Pod,
+        _snapshot: &Snapshot,
+    ) -> (PreFilterResult, Status) {
         let spec = pod.spec.as_ref();
-        let has_selector = spec.and_then(|s| s.node_selector.as_ref()).is_some_and(|s| !s.is_empty());
+        let has_selector = spec
+            .and_then(|s| s.node_selector.as_ref())
+            .is_some_and(|s| !s.is_empty());
         let has_required = spec
             .and_then(|s| s.affinity.as_ref())
             .and_then(|a| a.node_affinity.as_ref())
             .is_some_and(|na| na.required_during_scheduling_ignored_during_execution.is_some());
-        let status = if has_selector || has_required { Status::success() } else { Status::skip() };
+        let status = if has_selector || has_required {
+            Status::success()
+        } else {
+            Status::skip()
+        };
         (PreFilterResult::default(), status)
     }
 }
@@ -59,8 +70,18 @@ impl FilterPlugin for NodeAffinity {
 }
 
 impl PreScorePlugin for NodeAffinity {
-    fn pre_score(&self, _state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot, _nodes: &[&NodeInfo]) -> Status {
-        if preferred_terms(pod).is_empty() { Status::skip() } else { Status::success() }
+    fn pre_score(
+        &self,
+        _state: &mut CycleState,
+        pod: &Pod,
+        _snapshot: &Snapshot,
+        _nodes: &[&NodeInfo],
+    ) -> Status {
+        if preferred_terms(pod).is_empty() {
+            Status::skip()
+        } else {
+            Status::success()
+        }
     }
 }
 
@@ -101,7 +122,10 @@ mod tests {
     }
 
     fn with_node_affinity(mut p: Pod, na: NodeAffinitySpec) -> Pod {
-        p.spec.as_mut().unwrap().affinity = Some(Affinity { node_affinity: Some(na), ..Affinity::default() });
+        p.spec.as_mut().unwrap().affinity = Some(Affinity {
+            node_affinity: Some(na),
+            ..Affinity::default()
+        });
         p
     }
 
@@ -113,11 +137,19 @@ mod tests {
         let ssd = NodeInfo::new(with_labels(node("a", "1", "1Gi", 10), &[("disk", "ssd")]));
         let hdd = NodeInfo::new(with_labels(node("b", "1", "1Gi", 10), &[("disk", "hdd")]));
         let mut state = CycleState::new();
-        assert!(NodeAffinity.pre_filter(&mut state, &p, &Snapshot::new()).1.is_success());
+        assert!(
+            NodeAffinity
+                .pre_filter(&mut state, &p, &Snapshot::new())
+                .1
+                .is_success()
+        );
         assert!(NodeAffinity.filter(&state, &p, &ssd).is_success());
         let s = NodeAffinity.filter(&state, &p, &hdd);
         assert_eq!(s.code, Code::UnschedulableAndUnresolvable);
-        assert_eq!(s.reasons, vec!["node(s) didn't match Pod's node affinity/selector"]);
+        assert_eq!(
+            s.reasons,
+            vec!["node(s) didn't match Pod's node affinity/selector"]
+        );
     }
 
     #[test]
@@ -144,26 +176,48 @@ mod tests {
             pod("p"),
             NodeAffinitySpec {
                 preferred_during_scheduling_ignored_during_execution: Some(vec![
-                    PreferredSchedulingTerm { weight: 10, preference: term("zone", "a") },
-                    PreferredSchedulingTerm { weight: 30, preference: term("disk", "ssd") },
+                    PreferredSchedulingTerm {
+                        weight: 10,
+                        preference: term("zone", "a"),
+                    },
+                    PreferredSchedulingTerm {
+                        weight: 30,
+                        preference: term("disk", "ssd"),
+                    },
                 ]),
                 ..NodeAffinitySpec::default()
             },
         );
         let nodes = [
-            NodeInfo::new(with_labels(node("a", "1", "1Gi", 10), &[("zone", "a"), ("disk", "ssd")])),
+            NodeInfo::new(with_labels(
+                node("a", "1", "1Gi", 10),
+                &[("zone", "a"), ("disk", "ssd")],
+            )),
             NodeInfo::new(with_labels(node("b", "1", "1Gi", 10), &[("zone", "a")])),
             NodeInfo::new(node("c", "1", "1Gi", 10)),
         ];
         let state = CycleState::new();
         let mut scores: Vec<NodeScore> = nodes
             .iter()
-            .map(|n| NodeScore { name: n.name.clone(), score: NodeAffinity.score(&state, &p, n).unwrap() })
+            .map(|n| NodeScore {
+                name: n.name.clone(),
+                score: NodeAffinity.score(&state, &p, n).unwrap(),
+            })
             .collect();
-        assert_eq!(scores.iter().map(|s| s.score).collect::<Vec<_>>(), vec![40, 10, 0]);
+        assert_eq!(
+            scores.iter().map(|s| s.score).collect::<Vec<_>>(),
+            vec![40, 10, 0]
+        );
         NodeAffinity.normalize_score(&state, &p, &mut scores);
-        assert_eq!(scores.iter().map(|s| s.score).collect::<Vec<_>>(), vec![100, 25, 0]);
+        assert_eq!(
+            scores.iter().map(|s| s.score).collect::<Vec<_>>(),
+            vec![100, 25, 0]
+        );
         let refs: Vec<&NodeInfo> = nodes.iter().collect();
-        assert!(NodeAffinity.pre_score(&mut CycleState::new(), &pod("q"), &Snapshot::new(), &refs).is_skip());
+        assert!(
+            NodeAffinity
+                .pre_score(&mut CycleState::new(), &pod("q"), &Snapshot::new(), &refs)
+                .is_skip()
+        );
     }
 }

@@ -39,8 +39,20 @@ mod tests {
     fn only_the_named_node_fits() {
         let p = bound(pod("p"), "n2");
         let s = CycleState::new();
-        assert!(!NodeName.filter(&s, &p, &NodeInfo::new(node("n1", "1", "1Gi", 10))).is_success());
-        assert!(NodeName.filter(&s, &p, &NodeInfo::new(node("n2", "1", "1Gi", 10))).is_success());
-        assert!(NodeName.filter(&s, &pod("q"), &NodeInfo::new(node("n1", "1", "1Gi", 10))).is_success());
+        assert!(
+            !NodeName
+                .filter(&s, &p, &NodeInfo::new(node("n1", "1", "1Gi", 10)))
+                .is_success()
+        );
+        assert!(
+            NodeName
+                .filter(&s, &p, &NodeInfo::new(node("n2", "1", "1Gi", 10)))
+                .is_success()
+        );
+        assert!(
+            NodeName
+                .filter(&s, &pod("q"), &NodeInfo::new(node("n1", "1", "1Gi", 10)))
+                .is_success()
+        );
     }
 }

@@ -26,7 +26,12 @@ impl Plugin for NodePorts {
 }
 
 impl PreFilterPlugin for NodePorts {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot) -> (PreFilterResult, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _snapshot: &Snapshot,
+    ) -> (PreFilterResult, Status) {
         let ports = pod_host_ports(pod);
         if ports.is_empty() {
             return (PreFilterResult::default(), Status::skip());
@@ -46,8 +51,14 @@ impl FilterPlugin for NodePorts {
                 &computed
             }
         };
-        let conflict = wanted.iter().any(|w| node.used_ports.iter().any(|u| u.conflicts(w)));
-        if conflict { Status::unschedulable(ERR_REASON) } else { Status::success() }
+        let conflict = wanted
+            .iter()
+            .any(|w| node.used_ports.iter().any(|u| u.conflicts(w)));
+        if conflict {
+            Status::unschedulable(ERR_REASON)
+        } else {
+            Status::success()
+        }
     }
 }
 
@@ -80,6 +91,11 @@ mod tests {
     #[test]
     fn pod_without_host_ports_skips() {
         let s = Snapshot::new();
-        assert!(NodePorts.pre_filter(&mut CycleState::new(), &pod("p"), &s).1.is_skip());
+        assert!(
+            NodePorts
+                .pre_filter(&mut CycleState::new(), &pod("p"), &s)
+                .1
+                .is_skip()
+        );
     }
 }

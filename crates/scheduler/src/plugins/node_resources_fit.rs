@@ -20,7 +20,10 @@ pub struct NodeResourcesFit;
 struct PreFilterState(PodRequests);
 
 fn requests(state: &CycleState, pod: &Pod) -> PodRequests {
-    state.read::<PreFilterState>().map(|s| s.0).unwrap_or_else(|| pod_requests(pod))
+    state
+        .read::<PreFilterState>()
+        .map(|s| s.0)
+        .unwrap_or_else(|| pod_requests(pod))
 }
 
 /// The reasons the pod does not fit on the node, in kube's words (`Too many pods`, `Insufficient cpu`, …).
@@ -36,7 +39,8 @@ pub fn insufficient_resources(req: &PodRequests, node: &NodeInfo) -> Vec<&'stati
     if want.memory > 0 && want.memory > alloc.memory - used.memory {
         reasons.push("Insufficient memory");
     }
-    if want.ephemeral_storage > 0 && want.ephemeral_storage > alloc.ephemeral_storage - used.ephemeral_storage {
+    if want.ephemeral_storage > 0 && want.ephemeral_storage > alloc.ephemeral_storage - used.ephemeral_storage
+    {
         reasons.push("Insufficient ephemeral-storage");
     }
     reasons
@@ -47,12 +51,21 @@ impl Plugin for NodeResourcesFit {
         NAME
     }
     fn events_to_register(&self) -> &'static [ClusterEvent] {
-        &[ClusterEvent::NodeAdd, ClusterEvent::NodeUpdate, ClusterEvent::AssignedPodDelete]
+        &[
+            ClusterEvent::NodeAdd,
+            ClusterEvent::NodeUpdate,
+            ClusterEvent::AssignedPodDelete,
+        ]
     }
 }
 
 impl PreFilterPlugin for NodeResourcesFit {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot) -> (PreFilterResult, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _snapshot: &Snapshot,
+    ) -> (PreFilterResult, Status) {
         state.write(PreFilterState(pod_requests(pod)));
         (PreFilterResult::default(), Status::success())
     }
@@ -79,7 +92,13 @@ pub fn least_requested_score(requested: i64, allocatable: i64) -> i64 {
 }
 
 impl PreScorePlugin for NodeResourcesFit {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _snapshot: &Snapshot,
+        _nodes: &[&NodeInfo],
+    ) -> Status {
         if state.read::<PreFilterState>().is_none() {
             state.write(PreFilterState(pod_requests(pod)));
         }
@@ -92,8 +111,14 @@ impl ScorePlugin for NodeResourcesFit {
     /// defaults (100m, 200Mi) so best-effort pods still spread.
     fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
         let req = requests(state, pod).non_zero;
-        let cpu = least_requested_score(node.non_zero_requested.milli_cpu + req.milli_cpu, node.allocatable.milli_cpu);
-        let mem = least_requested_score(node.non_zero_requested.memory + req.memory, node.allocatable.memory);
+        let cpu = least_requested_score(
+            node.non_zero_requested.milli_cpu + req.milli_cpu,
+            node.allocatable.milli_cpu,
+        );
+        let mem = least_requested_score(
+            node.non_zero_requested.memory + req.memory,
+            node.allocatable.memory,
+        );
         Ok((cpu + mem) / 2)
     }
 }
@@ -114,39 +139,58 @@ mod tests {
     fn insufficient_cpu_and_memory_are_both_reported() {
         let s = Snapshot::from_objects(
             [node("n1", "2", "4Gi", 110)],
-            [bound(pod_with_requests("a", &[("cpu", "1500m"), ("memory", "3Gi")]), "n1")],
+            [bound(
+                pod_with_requests("a", &[("cpu", "1500m"), ("memory", "3Gi")]),
+                "n1",
+            )],
         );
         let p = pod_with_requests("b", &[("cpu", "1"), ("memory", "2Gi")]);
         let st = filter(&p, s.get("n1").unwrap());
         assert_eq!(st.code, Code::Unschedulable);
         assert_eq!(st.reasons, vec!["Insufficient cpu", "Insufficient memory"]);
         let small = pod_with_requests("c", &[("cpu", "500m"), ("memory", "1Gi")]);
-        assert!(filter(&small, s.get("n1").unwrap()).is_success(), "exactly fits the remainder");
+        assert!(
+            filter(&small, s.get("n1").unwrap()).is_success(),
+            "exactly fits the remainder"
+        );
     }
 
     #[test]
     fn pod_count_is_limited() {
         let s = Snapshot::from_objects([node("n1", "2", "4Gi", 1)], [bound(pod("a"), "n1")]);
-        assert_eq!(filter(&pod("b"), s.get("n1").unwrap()).reasons, vec!["Too many pods"]);
+        assert_eq!(
+            filter(&pod("b"), s.get("n1").unwrap()).reasons,
+            vec!["Too many pods"]
+        );
     }
 
     #[test]
     fn ephemeral_storage_counts() {
         let s = Snapshot::from_objects([node("n1", "2", "4Gi", 10)], []);
         let p = pod_with_requests("a", &[("ephemeral-storage", "200Gi")]);
-        assert_eq!(filter(&p, s.get("n1").unwrap()).reasons, vec!["Insufficient ephemeral-storage"]);
+        assert_eq!(
+            filter(&p, s.get("n1").unwrap()).reasons,
+            vec!["Insufficient ephemeral-storage"]
+        );
     }
 
     #[test]
     fn least_allocated_prefers_emptier_nodes() {
         let s = Snapshot::from_objects(
             [node("busy", "4", "8Gi", 110), node("idle", "4", "8Gi", 110)],
-            [bound(pod_with_requests("a", &[("cpu", "2"), ("memory", "4Gi")]), "busy")],
+            [bound(
+                pod_with_requests("a", &[("cpu", "2"), ("memory", "4Gi")]),
+                "busy",
+            )],
         );
         let p = pod_with_requests("b", &[("cpu", "1"), ("memory", "2Gi")]);
         let state = CycleState::new();
-        let busy = NodeResourcesFit.score(&state, &p, s.get("busy").unwrap()).unwrap();
-        let idle = NodeResourcesFit.score(&state, &p, s.get("idle").unwrap()).unwrap();
+        let busy = NodeResourcesFit
+            .score(&state, &p, s.get("busy").unwrap())
+            .unwrap();
+        let idle = NodeResourcesFit
+            .score(&state, &p, s.get("idle").unwrap())
+            .unwrap();
         // busy: cpu (4-3)/4 = 25, mem 25 → 25; idle: (4-1)/4 = 75 → 75
         assert_eq!((busy, idle), (25, 75));
         assert_eq!(least_requested_score(5, 4), 0);

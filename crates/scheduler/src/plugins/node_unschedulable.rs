@@ -25,7 +25,12 @@ impl Plugin for NodeUnschedulable {
 
 impl FilterPlugin for NodeUnschedulable {
     fn filter(&self, _state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        let cordoned = node.node().spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        let cordoned = node
+            .node()
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
         if !cordoned {
             return Status::success();
         }
@@ -64,13 +69,24 @@ mod tests {
 
     #[test]
     fn toleration_of_unschedulable_taint_passes() {
-        let p = with_tolerations(pod("p"), vec![toleration("node.kubernetes.io/unschedulable", "", "NoSchedule")]);
-        assert!(NodeUnschedulable.filter(&CycleState::new(), &p, &cordoned()).is_success());
+        let p = with_tolerations(
+            pod("p"),
+            vec![toleration("node.kubernetes.io/unschedulable", "", "NoSchedule")],
+        );
+        assert!(
+            NodeUnschedulable
+                .filter(&CycleState::new(), &p, &cordoned())
+                .is_success()
+        );
     }
 
     #[test]
     fn schedulable_node_passes() {
         let n = NodeInfo::new(node("n1", "1", "1Gi", 10));
-        assert!(NodeUnschedulable.filter(&CycleState::new(), &pod("p"), &n).is_success());
+        assert!(
+            NodeUnschedulable
+                .filter(&CycleState::new(), &pod("p"), &n)
+                .is_success()
+        );
     }
 }

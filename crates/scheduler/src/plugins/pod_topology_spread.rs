@@ -9,10 +9,12 @@ use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 
-use super::helpers::{Selector, node_taints, pod_matches_node_selector_and_affinity, pod_tolerations, tolerated};
+use super::helpers::{
+    Selector, node_taints, pod_matches_node_selector_and_affinity, pod_tolerations, tolerated,
+};
 use crate::framework::{
-    CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreFilterPlugin, PreFilterResult, PreScorePlugin,
-    ScorePlugin, Status,
+    CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreFilterPlugin, PreFilterResult,
+    PreScorePlugin, ScorePlugin, Status,
 };
 use crate::snapshot::{NodeInfo, Snapshot};
 
@@ -36,8 +38,11 @@ struct Constraint {
 }
 
 fn constraints(pod: &Pod, when_unsatisfiable: &str) -> Vec<Constraint> {
-    let list: &[TopologySpreadConstraint] =
-        pod.spec.as_ref().and_then(|s| s.topology_spread_constraints.as_deref()).unwrap_or_default();
+    let list: &[TopologySpreadConstraint] = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or_default();
     list.iter()
         .filter(|c| c.when_unsatisfiable == when_unsatisfiable)
         .map(|c| Constraint {
@@ -59,7 +64,10 @@ fn constraints(pod: &Pod, when_unsatisfiable: &str) -> Vec<Constraint> {
 fn node_counts(cs: &[Constraint], pod: &Pod, node: &NodeInfo) -> bool {
     let n = node.node();
     let labels = n.metadata.labels.as_ref();
-    if !cs.iter().all(|c| labels.is_some_and(|l| l.contains_key(&c.topology_key))) {
+    if !cs
+        .iter()
+        .all(|c| labels.is_some_and(|l| l.contains_key(&c.topology_key)))
+    {
         return false;
     }
     if cs.iter().any(|c| c.honor_affinity) && !pod_matches_node_selector_and_affinity(pod, n) {
@@ -106,7 +114,12 @@ impl Plugin for PodTopologySpread {
 }
 
 impl PreFilterPlugin for PodTopologySpread {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, snapshot: &Snapshot) -> (PreFilterResult, Status) {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        snapshot: &Snapshot,
+    ) -> (PreFilterResult, Status) {
         let cs = constraints(pod, "DoNotSchedule");
         if cs.is_empty() {
             return (PreFilterResult::default(), Status::skip());
@@ -115,12 +128,21 @@ impl PreFilterPlugin for PodTopologySpread {
         let mut counts = vec![HashMap::new(); cs.len()];
         for node in snapshot.nodes().filter(|n| node_counts(&cs, pod, n)) {
             for (c, m) in cs.iter().zip(counts.iter_mut()) {
-                let Some(value) = topology_value(node, &c.topology_key) else { continue };
+                let Some(value) = topology_value(node, &c.topology_key) else {
+                    continue;
+                };
                 *m.entry(value.clone()).or_insert(0) += count_matching(c, ns, node);
             }
         }
-        let self_match = cs.iter().map(|c| c.selector.matches(pod.metadata.labels.as_ref())).collect();
-        state.write(PreFilterState { constraints: cs, counts, self_match });
+        let self_match = cs
+            .iter()
+            .map(|c| c.selector.matches(pod.metadata.labels.as_ref()))
+            .collect();
+        state.write(PreFilterState {
+            constraints: cs,
+            counts,
+            self_match,
+        });
         (PreFilterResult::default(), Status::success())
     }
 }
@@ -158,13 +180,23 @@ struct PreScoreState {
 }
 
 impl PreScorePlugin for PodTopologySpread {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, snapshot: &Snapshot, nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        snapshot: &Snapshot,
+        nodes: &[&NodeInfo],
+    ) -> Status {
         let cs = constraints(pod, "ScheduleAnyway");
         if cs.is_empty() {
             return Status::skip();
         }
         let has_keys = |n: &NodeInfo| cs.iter().all(|c| topology_value(n, &c.topology_key).is_some());
-        let ignored: HashSet<String> = nodes.iter().filter(|n| !has_keys(n)).map(|n| n.name.clone()).collect();
+        let ignored: HashSet<String> = nodes
+            .iter()
+            .filter(|n| !has_keys(n))
+            .map(|n| n.name.clone())
+            .collect();
         let mut domains: Vec<HashSet<&String>> = vec![HashSet::new(); cs.len()];
         for n in nodes.iter().filter(|n| has_keys(n)) {
             for (c, d) in cs.iter().zip(domains.iter_mut()) {
@@ -175,21 +207,30 @@ impl PreScorePlugin for PodTopologySpread {
         let mut counts = vec![HashMap::new(); cs.len()];
         for node in snapshot.nodes().filter(|n| node_counts(&cs, pod, n)) {
             for (i, c) in cs.iter().enumerate() {
-                let Some(value) = topology_value(node, &c.topology_key) else { continue };
+                let Some(value) = topology_value(node, &c.topology_key) else {
+                    continue;
+                };
                 if domains[i].contains(value) {
                     *counts[i].entry(value.clone()).or_insert(0) += count_matching(c, ns, node);
                 }
             }
         }
         let weights = domains.iter().map(|d| ((d.len() + 2) as f64).ln()).collect();
-        state.write(PreScoreState { constraints: cs, counts, weights, ignored });
+        state.write(PreScoreState {
+            constraints: cs,
+            counts,
+            weights,
+            ignored,
+        });
         Status::success()
     }
 }
 
 impl ScorePlugin for PodTopologySpread {
     fn score(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
-        let s = state.read::<PreScoreState>().ok_or_else(|| Status::error("PodTopologySpread: PreScore state missing"))?;
+        let s = state
+            .read::<PreScoreState>()
+            .ok_or_else(|| Status::error("PodTopologySpread: PreScore state missing"))?;
         if s.ignored.contains(&node.name) {
             return Ok(0);
         }
@@ -205,8 +246,15 @@ impl ScorePlugin for PodTopologySpread {
 
     /// Fewer matching pods is better: `100 × (max + min − score) / max` over the scored nodes.
     fn normalize_score(&self, state: &CycleState, _pod: &Pod, scores: &mut [NodeScore]) -> Status {
-        let Some(s) = state.read::<PreScoreState>() else { return Status::success() };
-        let considered = || scores.iter().filter(|n| !s.ignored.contains(&n.name)).map(|n| n.score);
+        let Some(s) = state.read::<PreScoreState>() else {
+            return Status::success();
+        };
+        let considered = || {
+            scores
+                .iter()
+                .filter(|n| !s.ignored.contains(&n.name))
+                .map(|n| n.score)
+        };
         let (min, max) = (considered().min().unwrap_or(0), considered().max().unwrap_or(0));
         for n in scores.iter_mut() {
             n.score = if s.ignored.contains(&n.name) {
@@ -255,7 +303,11 @@ mod tests {
     #[test]
     fn hard_constraint_rejects_the_crowded_zone() {
         let s = Snapshot::from_objects(
-            [zoned("a1", "a"), zoned("b1", "b"), with_labels(node("nolabel", "8", "16Gi", 110), &[])],
+            [
+                zoned("a1", "a"),
+                zoned("b1", "b"),
+                with_labels(node("nolabel", "8", "16Gi", 110), &[]),
+            ],
             [web("w1", "a1"), web("w2", "a1")],
         );
         let p = spread(pod("new"), "zone", 1, "DoNotSchedule");
@@ -264,7 +316,11 @@ mod tests {
         let st = PodTopologySpread.filter(&state, &p, s.get("a1").unwrap());
         assert_eq!(st.code, Code::Unschedulable);
         assert_eq!(st.reasons, vec![ERR_REASON_CONSTRAINTS_NOT_MATCH]);
-        assert!(PodTopologySpread.filter(&state, &p, s.get("b1").unwrap()).is_success());
+        assert!(
+            PodTopologySpread
+                .filter(&state, &p, s.get("b1").unwrap())
+                .is_success()
+        );
         let st = PodTopologySpread.filter(&state, &p, s.get("nolabel").unwrap());
         assert_eq!(st.code, Code::UnschedulableAndUnresolvable);
     }
@@ -280,18 +336,32 @@ mod tests {
         let p = spread(pod("new"), "zone", 1, "DoNotSchedule");
         let mut state = CycleState::new();
         PodTopologySpread.pre_filter(&mut state, &p, &s);
-        assert!(PodTopologySpread.filter(&state, &p, s.get("a1").unwrap()).is_success());
+        assert!(
+            PodTopologySpread
+                .filter(&state, &p, s.get("a1").unwrap())
+                .is_success()
+        );
     }
 
     #[test]
     fn min_domains_forces_zero_minimum() {
         let s = Snapshot::from_objects([zoned("a1", "a")], [web("w1", "a1")]);
         let mut p = spread(pod("new"), "zone", 1, "DoNotSchedule");
-        p.spec.as_mut().unwrap().topology_spread_constraints.as_mut().unwrap()[0].min_domains = Some(2);
+        p.spec
+            .as_mut()
+            .unwrap()
+            .topology_spread_constraints
+            .as_mut()
+            .unwrap()[0]
+            .min_domains = Some(2);
         let mut state = CycleState::new();
         PodTopologySpread.pre_filter(&mut state, &p, &s);
         // one domain < minDomains 2: min is 0, skew 1 + 1 - 0 = 2 > 1
-        assert!(!PodTopologySpread.filter(&state, &p, s.get("a1").unwrap()).is_success());
+        assert!(
+            !PodTopologySpread
+                .filter(&state, &p, s.get("a1").unwrap())
+                .is_success()
+        );
     }
 
     #[test]
@@ -303,10 +373,17 @@ mod tests {
         let p = spread(pod("new"), "zone", 1, "ScheduleAnyway");
         let nodes: Vec<&NodeInfo> = s.nodes().collect();
         let mut state = CycleState::new();
-        assert!(PodTopologySpread.pre_score(&mut state, &p, &s, &nodes).is_success());
+        assert!(
+            PodTopologySpread
+                .pre_score(&mut state, &p, &s, &nodes)
+                .is_success()
+        );
         let mut scores: Vec<NodeScore> = nodes
             .iter()
-            .map(|n| NodeScore { name: n.name.clone(), score: PodTopologySpread.score(&state, &p, n).unwrap() })
+            .map(|n| NodeScore {
+                name: n.name.clone(),
+                score: PodTopologySpread.score(&state, &p, n).unwrap(),
+            })
             .collect();
         PodTopologySpread.normalize_score(&state, &p, &mut scores);
         let by = |n: &str| scores.iter().find(|s| s.name == n).unwrap().score;

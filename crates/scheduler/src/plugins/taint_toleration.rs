@@ -5,7 +5,8 @@ use k8s_openapi::api::core::v1::{Pod, Toleration};
 
 use super::helpers::{default_normalize, node_taints, pod_tolerations, tolerated};
 use crate::framework::{
-    ClusterEvent, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreScorePlugin, ScorePlugin, Status,
+    ClusterEvent, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, Plugin, PreScorePlugin, ScorePlugin,
+    Status,
 };
 use crate::snapshot::{NodeInfo, Snapshot};
 
@@ -45,8 +46,18 @@ impl FilterPlugin for TaintToleration {
 }
 
 impl PreScorePlugin for TaintToleration {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot, nodes: &[&NodeInfo]) -> Status {
-        if !nodes.iter().any(|n| node_taints(n.node()).iter().any(|t| t.effect == "PreferNoSchedule")) {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _snapshot: &Snapshot,
+        nodes: &[&NodeInfo],
+    ) -> Status {
+        if !nodes.iter().any(|n| {
+            node_taints(n.node())
+                .iter()
+                .any(|t| t.effect == "PreferNoSchedule")
+        }) {
             return Status::skip();
         }
         let tolerations = pod_tolerations(pod)
@@ -90,22 +101,45 @@ mod tests {
         ));
         let s = TaintToleration.filter(&CycleState::new(), &pod("p"), &n);
         assert_eq!(s.code, Code::UnschedulableAndUnresolvable);
-        assert_eq!(s.reasons, vec!["node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"]);
-        let p = with_tolerations(pod("p"), vec![toleration("node-role.kubernetes.io/control-plane", "", "")]);
+        assert_eq!(
+            s.reasons,
+            vec!["node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"]
+        );
+        let p = with_tolerations(
+            pod("p"),
+            vec![toleration("node-role.kubernetes.io/control-plane", "", "")],
+        );
         assert!(TaintToleration.filter(&CycleState::new(), &p, &n).is_success());
     }
 
     #[test]
     fn prefer_no_schedule_does_not_filter_but_scores_lower() {
-        let tainted = NodeInfo::new(with_taints(node("a", "1", "1Gi", 10), vec![taint("k", "v", "PreferNoSchedule")]));
+        let tainted = NodeInfo::new(with_taints(
+            node("a", "1", "1Gi", 10),
+            vec![taint("k", "v", "PreferNoSchedule")],
+        ));
         let clean = NodeInfo::new(node("b", "1", "1Gi", 10));
         let p = pod("p");
-        assert!(TaintToleration.filter(&CycleState::new(), &p, &tainted).is_success());
+        assert!(
+            TaintToleration
+                .filter(&CycleState::new(), &p, &tainted)
+                .is_success()
+        );
         let mut state = CycleState::new();
-        assert!(TaintToleration.pre_score(&mut state, &p, &Snapshot::new(), &[&tainted, &clean]).is_success());
+        assert!(
+            TaintToleration
+                .pre_score(&mut state, &p, &Snapshot::new(), &[&tainted, &clean])
+                .is_success()
+        );
         let mut scores = vec![
-            NodeScore { name: "a".into(), score: TaintToleration.score(&state, &p, &tainted).unwrap() },
-            NodeScore { name: "b".into(), score: TaintToleration.score(&state, &p, &clean).unwrap() },
+            NodeScore {
+                name: "a".into(),
+                score: TaintToleration.score(&state, &p, &tainted).unwrap(),
+            },
+            NodeScore {
+                name: "b".into(),
+                score: TaintToleration.score(&state, &p, &clean).unwrap(),
+            },
         ];
         TaintToleration.normalize_score(&state, &p, &mut scores);
         assert_eq!((scores[0].score, scores[1].score), (0, 100));
@@ -122,6 +156,10 @@ mod tests {
             node("a", "1", "1Gi", 10),
             vec![taint("node.kubernetes.io/not-ready", "", "NoExecute")],
         ));
-        assert!(!TaintToleration.filter(&CycleState::new(), &pod("p"), &n).is_success());
+        assert!(
+            !TaintToleration
+                .filter(&CycleState::new(), &pod("p"), &n)
+                .is_success()
+        );
     }
 }

@@ -1,0 +1,558 @@
+//! The I/O shell around the pure core: watches Nodes and Pods into the [`Cache`] and [`SchedulingQueue`],
+//! runs one scheduling cycle at a time in a single loop (which owns cache and queue, so no locks), binds
+//! concurrently (a bounded number of binding requests in flight), and reports outcomes (Events, the
+//! `PodScheduled` condition) off the loop. Leader election wraps it all when configured.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::cache::{Cache, assigned_node};
+use crate::core::{Outcome, reserve_and_permit, schedule_one, unreserve};
+use crate::events::EventRecorder;
+use crate::framework::{ClusterEvent, Code, CycleState, Profile, Status};
+use crate::leader::{Ended, LeaderElector, LeaseConfig};
+use crate::plugins::{DefaultBinder, default_profile};
+use crate::queue::{QueueConfig, SchedulingQueue};
+use crate::snapshot::pod_key;
+
+/// The name pods use for the default scheduler.
+pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Errors that stop the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The options name no profile.
+    #[error("no scheduling profile configured")]
+    NoProfiles,
+    /// Two profiles share a scheduler name.
+    #[error("duplicate profile for scheduler name {0:?}")]
+    DuplicateProfile(String),
+    /// The Node or Pod watch ended for good.
+    #[error("watch of {0} ended")]
+    WatchEnded(&'static str),
+}
+
+/// How to run the scheduler.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// One profile per scheduler name served; a pod is scheduled by the profile named in its
+    /// `spec.schedulerName`. Profiles without Bind plugins get [`DefaultBinder`].
+    pub profiles: Vec<Profile>,
+    /// `None` schedules at once; `Some` only while holding the Lease.
+    pub leader_election: Option<LeaseConfig>,
+    /// Binding requests in flight at most.
+    pub max_in_flight_bindings: usize,
+    pub queue: QueueConfig,
+    /// Identity in Events (`reportingInstance`) and the default lease identity.
+    pub identity: String,
+}
+
+/// A unique identity for this process: host name plus a random suffix (like client-go's `id_uuid`).
+pub fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "rkube".into());
+    format!("{host}_{:08x}", rand::random::<u32>())
+}
+
+impl Default for SchedulerOptions {
+    /// The default profile as `default-scheduler`, leader-elected on `kube-system/rkube-scheduler`.
+    fn default() -> Self {
+        let identity = default_identity();
+        SchedulerOptions {
+            profiles: vec![default_profile(DEFAULT_SCHEDULER_NAME)],
+            leader_election: Some(LeaseConfig::new(
+                "kube-system",
+                "rkube-scheduler",
+                identity.clone(),
+            )),
+            max_in_flight_bindings: 256,
+            queue: QueueConfig::default(),
+            identity,
+        }
+    }
+}
+
+/// Runs the scheduler until `shutdown` resolves: campaigns for the lease if configured, then schedules every
+/// pending pod whose `spec.schedulerName` has a profile. Losing the lease stops scheduling and campaigns again.
+pub async fn run(
+    client: kube::Client,
+    options: SchedulerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SchedulerError> {
+    let shutdown = shutdown.boxed().shared();
+    let Some(lease) = options.leader_election.clone() else {
+        return run_leading(client, options, shutdown).await;
+    };
+    let elector = LeaderElector::new(client.clone(), lease);
+    loop {
+        let (c, o) = (client.clone(), options.clone());
+        let ended = elector.run(shutdown.clone(), |mut leading| async move {
+            run_leading(c, o, async move { leading.lost().await }).await
+        });
+        match ended.await {
+            Ended::Shutdown(out) => return out.unwrap_or(Ok(())),
+            Ended::Finished(out) => return out,
+            Ended::Lost(_) => continue,
+        }
+    }
+}
+
+/// What the scheduling loop reacts to.
+enum Input {
+    Pod(Box<watcher::Event<Pod>>),
+    PodsListed(Vec<Pod>),
+    Node(Box<watcher::Event<Node>>),
+    NodesListed(Vec<Node>),
+    WatchEnded(&'static str),
+    BindingDone(Box<BindingDone>),
+}
+
+struct BindingDone {
+    pod: Arc<Pod>,
+    key: String,
+    node: String,
+    profile: Arc<Profile>,
+    state: CycleState,
+    status: Status,
+}
+
+/// Work for the reporter tasks, off the scheduling loop.
+enum Report {
+    Scheduled {
+        pod: Arc<Pod>,
+        node: String,
+    },
+    Failed {
+        pod: Arc<Pod>,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Forwards a watcher stream into the loop, turning re-lists into one `*Listed` batch.
+fn forward<K>(
+    tasks: &mut JoinSet<()>,
+    api: Api<K>,
+    tx: mpsc::UnboundedSender<Input>,
+    name: &'static str,
+    single: fn(watcher::Event<K>) -> Input,
+    listed: fn(Vec<K>) -> Input,
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    tasks.spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut buffer: Option<Vec<K>> = None;
+        while let Some(item) = stream.next().await {
+            let input = match item {
+                Ok(watcher::Event::Init) => {
+                    buffer = Some(Vec::new());
+                    continue;
+                }
+                Ok(watcher::Event::InitApply(obj)) => {
+                    buffer.get_or_insert_with(Vec::new).push(obj);
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => listed(buffer.take().unwrap_or_default()),
+                Ok(event) => single(event),
+                Err(e) => {
+                    tracing::warn!(error = %e, watch = name, "scheduler watch error");
+                    continue;
+                }
+            };
+            if tx.send(input).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Input::WatchEnded(name));
+    });
+}
+
+/// The scheduling loop with its watches, binders and reporters, until `stop` resolves.
+async fn run_leading(
+    client: kube::Client,
+    options: SchedulerOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<(), SchedulerError> {
+    if options.profiles.is_empty() {
+        return Err(SchedulerError::NoProfiles);
+    }
+    let mut profiles: HashMap<String, Arc<Profile>> = HashMap::new();
+    for p in &options.profiles {
+        let mut p = p.clone();
+        if p.bind.is_empty() {
+            p = p.with_bind(Arc::new(DefaultBinder::new(client.clone())));
+        }
+        if profiles.insert(p.scheduler_name.clone(), Arc::new(p)).is_some() {
+            return Err(SchedulerError::DuplicateProfile(p_name(&options.profiles)));
+        }
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    forward(
+        &mut tasks,
+        Api::<Node>::all(client.clone()),
+        tx.clone(),
+        "nodes",
+        |e| Input::Node(Box::new(e)),
+        Input::NodesListed,
+    );
+    forward(
+        &mut tasks,
+        Api::<Pod>::all(client.clone()),
+        tx.clone(),
+        "pods",
+        |e| Input::Pod(Box::new(e)),
+        Input::PodsListed,
+    );
+    let component = options.profiles[0].scheduler_name.clone();
+    let reports = spawn_reporter(&mut tasks, client.clone(), &component, &options.identity);
+
+    let mut looper = Loop {
+        cache: Cache::new(),
+        queue: SchedulingQueue::new(options.queue.clone()),
+        profiles,
+        next_start: 0,
+        bindings: Arc::new(Semaphore::new(options.max_in_flight_bindings.max(1))),
+        tx,
+        reports,
+        last_failure_report: HashMap::new(),
+        synced: HashSet::new(),
+    };
+    tokio::pin!(stop);
+    loop {
+        while let Ok(input) = rx.try_recv() {
+            looper.handle(input)?;
+        }
+        looper.queue.flush(Instant::now());
+        if looper.synced.len() == 2
+            && let Some(qp) = looper.queue.pop()
+        {
+            looper.schedule(qp).await;
+            continue;
+        }
+        let wake = looper
+            .queue
+            .next_wakeup()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            input = rx.recv() => match input {
+                Some(input) => looper.handle(input)?,
+                None => return Ok(()),
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+fn p_name(profiles: &[Profile]) -> String {
+    let mut seen = HashSet::new();
+    profiles
+        .iter()
+        .map(|p| p.scheduler_name.clone())
+        .find(|n| !seen.insert(n.clone()))
+        .unwrap_or_default()
+}
+
+/// Sends reports to a task that writes them with bounded concurrency. Reports are dropped when the
+/// backlog is full (like client-go's event broadcaster), never blocking scheduling.
+fn spawn_reporter(
+    tasks: &mut JoinSet<()>,
+    client: kube::Client,
+    component: &str,
+    identity: &str,
+) -> mpsc::Sender<Report> {
+    let (tx, mut rx) = mpsc::channel::<Report>(4096);
+    let recorder = Arc::new(EventRecorder::new(client.clone(), component, identity));
+    tasks.spawn(async move {
+        let limit = Arc::new(Semaphore::new(16));
+        let mut writers = JoinSet::new();
+        while let Some(report) = rx.recv().await {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
+            let (recorder, client) = (recorder.clone(), client.clone());
+            writers.spawn(async move {
+                write_report(&recorder, &client, report).await;
+                drop(permit);
+            });
+            while writers.try_join_next().is_some() {}
+        }
+    });
+    tx
+}
+
+async fn write_report(recorder: &EventRecorder, client: &kube::Client, report: Report) {
+    match report {
+        Report::Scheduled { pod, node } => {
+            let msg = format!("Successfully assigned {} to {node}", pod_key(&pod));
+            if let Err(e) = recorder.record(&pod, "Normal", "Scheduled", &msg).await {
+                tracing::debug!(error = %e, "recording Scheduled event failed");
+            }
+        }
+        Report::Failed { pod, reason, message } => {
+            if let Err(e) = recorder
+                .record(&pod, "Warning", "FailedScheduling", &message)
+                .await
+            {
+                tracing::debug!(error = %e, "recording FailedScheduling event failed");
+            }
+            let api: Api<Pod> = Api::namespaced(
+                client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let patch = serde_json::json!({"status": {"conditions": [{
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": reason,
+                "message": message,
+                "lastProbeTime": null,
+                "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now()),
+            }]}});
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
+            if let Err(e) = api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!(error = %e, pod = name, "setting PodScheduled=False failed");
+            }
+        }
+    }
+}
+
+/// How often the same failure message is re-reported for one pod.
+const FAILURE_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+struct Loop {
+    cache: Cache,
+    queue: SchedulingQueue,
+    profiles: HashMap<String, Arc<Profile>>,
+    next_start: usize,
+    bindings: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Input>,
+    reports: mpsc::Sender<Report>,
+    /// Last failure message reported per pod, to report changes and not every retry.
+    last_failure_report: HashMap<String, (String, Instant)>,
+    /// Which watches have delivered their initial list (scheduling waits for both).
+    synced: HashSet<&'static str>,
+}
+
+fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or(DEFAULT_SCHEDULER_NAME)
+}
+
+impl Loop {
+    fn ours(&self, pod: &Pod) -> bool {
+        self.profiles.contains_key(scheduler_name(pod))
+    }
+
+    fn cluster_event(&mut self, event: Option<ClusterEvent>) {
+        let Some(event) = event else { return };
+        let profiles = &self.profiles;
+        self.queue.on_cluster_event(event, Instant::now(), |plugins, e| {
+            profiles.values().any(|p| p.event_may_help(plugins, e))
+        });
+    }
+
+    /// A pod the scheduler should place: pending, ours, not being deleted.
+    fn pending(&self, pod: &Pod) -> bool {
+        let unbound = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_none_or(str::is_empty);
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        unbound
+            && !matches!(phase, Some("Succeeded" | "Failed"))
+            && pod.metadata.deletion_timestamp.is_none()
+            && self.ours(pod)
+    }
+
+    fn apply_pod(&mut self, pod: Pod) {
+        let key = pod_key(&pod);
+        if self.pending(&pod) {
+            if !self.cache.is_assumed(&key) {
+                self.queue.add(pod, Instant::now());
+            }
+            return;
+        }
+        if assigned_node(&pod).is_some()
+            && self.queue.location(&key) != Some(crate::queue::PodLocation::InFlight)
+        {
+            self.queue.delete(&key);
+            self.last_failure_report.remove(&key);
+        } else if assigned_node(&pod).is_none() {
+            self.queue.delete(&key);
+        }
+        let event = self.cache.update_pod(pod);
+        self.cluster_event(event);
+    }
+
+    fn handle(&mut self, input: Input) -> Result<(), SchedulerError> {
+        match input {
+            Input::Pod(event) => match *event {
+                watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => self.apply_pod(pod),
+                watcher::Event::Delete(pod) => {
+                    let key = pod_key(&pod);
+                    self.queue.delete(&key);
+                    self.last_failure_report.remove(&key);
+                    let event = self.cache.remove_pod(&key);
+                    self.cluster_event(event);
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            },
+            Input::PodsListed(pods) => {
+                let (pending, other): (Vec<Pod>, Vec<Pod>) = pods.into_iter().partition(|p| self.pending(p));
+                self.cache.replace_pods(other);
+                for p in pending {
+                    self.apply_pod(p);
+                }
+                self.synced.insert("pods");
+                self.cluster_event(Some(ClusterEvent::AssignedPodDelete));
+            }
+            Input::Node(event) => match *event {
+                watcher::Event::Apply(node) | watcher::Event::InitApply(node) => {
+                    let event = self.cache.update_node(node);
+                    self.cluster_event(event);
+                }
+                watcher::Event::Delete(node) => {
+                    self.cache
+                        .remove_node(node.metadata.name.as_deref().unwrap_or_default());
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            },
+            Input::NodesListed(nodes) => {
+                self.cache.replace_nodes(nodes);
+                self.synced.insert("nodes");
+                self.cluster_event(Some(ClusterEvent::NodeAdd));
+            }
+            Input::WatchEnded(what) => return Err(SchedulerError::WatchEnded(what)),
+            Input::BindingDone(done) => self.binding_done(*done),
+        }
+        Ok(())
+    }
+
+    fn report_failure(&mut self, pod: Arc<Pod>, key: &str, reason: &'static str, message: String) {
+        let now = Instant::now();
+        let repeat = self
+            .last_failure_report
+            .get(key)
+            .is_some_and(|(m, at)| *m == message && now < *at + FAILURE_REPORT_INTERVAL);
+        if repeat {
+            return;
+        }
+        self.last_failure_report
+            .insert(key.to_string(), (message.clone(), now));
+        tracing::debug!(pod = key, %message, "FailedScheduling");
+        let _ = self.reports.try_send(Report::Failed { pod, reason, message });
+    }
+
+    async fn schedule(&mut self, qp: crate::queue::QueuedPod) {
+        let Some(profile) = self.profiles.get(scheduler_name(&qp.pod)).cloned() else {
+            self.queue.delete(&qp.key);
+            return;
+        };
+        let result = schedule_one(&qp.pod, self.cache.snapshot(), &profile, self.next_start);
+        self.next_start = result.next_start;
+        let mut state = result.state;
+        let now = Instant::now();
+        match result.outcome {
+            Outcome::Scheduled { node } => {
+                self.cache.assume(&qp.pod, &node);
+                let status = reserve_and_permit(&profile, &mut state, &qp.pod, &node);
+                if !status.is_success() {
+                    self.cache.forget(&qp.key);
+                    if status.is_rejected() {
+                        self.queue
+                            .requeue_unschedulable(&qp.key, HashSet::from([status.plugin]), now);
+                    } else {
+                        self.queue.requeue_backoff(&qp.key, now);
+                    }
+                    let reason = if status.code == Code::Error {
+                        "SchedulerError"
+                    } else {
+                        "Unschedulable"
+                    };
+                    self.report_failure(qp.pod.clone(), &qp.key, reason, status.to_string());
+                    return;
+                }
+                let Ok(permit) = self.bindings.clone().acquire_owned().await else {
+                    return;
+                };
+                let tx = self.tx.clone();
+                let (pod, key) = (qp.pod.clone(), qp.key.clone());
+                tokio::spawn(async move {
+                    let mut status = Status::skip();
+                    for binder in &profile.bind {
+                        status = binder.bind(&pod, &node).await.with_plugin(binder.name());
+                        if !status.is_skip() {
+                            break;
+                        }
+                    }
+                    drop(permit);
+                    let done = BindingDone {
+                        pod,
+                        key,
+                        node,
+                        profile,
+                        state,
+                        status,
+                    };
+                    let _ = tx.send(Input::BindingDone(Box::new(done)));
+                });
+            }
+            Outcome::Unschedulable(fit) => {
+                let message = fit.to_string();
+                self.queue
+                    .requeue_unschedulable(&qp.key, fit.diagnosis.unschedulable_plugins, now);
+                self.report_failure(qp.pod, &qp.key, "Unschedulable", message);
+            }
+            Outcome::NoNodes => {
+                self.queue.requeue_unschedulable(&qp.key, HashSet::new(), now);
+                let message = "no nodes available to schedule pods".to_string();
+                self.report_failure(qp.pod, &qp.key, "Unschedulable", message);
+            }
+            Outcome::Error(status) => {
+                self.queue.requeue_backoff(&qp.key, now);
+                self.report_failure(qp.pod, &qp.key, "SchedulerError", status.to_string());
+            }
+        }
+    }
+
+    fn binding_done(&mut self, mut done: BindingDone) {
+        if done.status.is_success() {
+            self.queue.done(&done.key);
+            self.last_failure_report.remove(&done.key);
+            let _ = self.reports.try_send(Report::Scheduled {
+                pod: done.pod,
+                node: done.node,
+            });
+            return;
+        }
+        tracing::info!(pod = %done.key, node = %done.node, status = %done.status, "binding failed");
+        unreserve(&done.profile, &mut done.state, &done.pod, &done.node);
+        self.cache.forget(&done.key);
+        self.queue.requeue_backoff(&done.key, Instant::now());
+        let message = format!("Binding rejected: {}", done.status);
+        self.report_failure(done.pod, &done.key, "SchedulerError", message);
+    }
+}
