@@ -5,6 +5,13 @@
 //! field tables ([`schema`], generated into `tables.rs` by `tests/generate_tables.rs` from k8s-pb's
 //! prost sources, k8s-openapi's schemas and `gen/keep_zero.txt`). Regenerate with
 //! `RKUBE_REGENERATE_TABLES=1 cargo test -p rkube-protobuf --test generate_tables`.
+//!
+//! Zero values. Go's generated marshallers write every non-pointer scalar, set or not, and pointer fields
+//! only when set; Go's JSON omits a zero scalar only when its tag says `omitempty`. So a zero `""`/`0`/`false`
+//! on the wire is kept exactly when the Go field is a pointer (`replicas: 0`, `automountServiceAccountToken:
+//! false`) or has no `omitempty` (`containers[].name`, `status.token`), and dropped otherwise. Messages are
+//! always kept (Go's JSON never omits structs: `strategy: {}`), except the zero `Time`, which Go's JSON
+//! writes as `null` and we leave out.
 
 use base64::Engine;
 use serde_json::{Map, Value};
