@@ -41,16 +41,7 @@ async fn ensure(
         what: what.clone(),
         source,
     };
-    match create_object(
-        state,
-        kind,
-        namespace,
-        obj.clone(),
-        &Params::default(),
-        &mut Vec::new(),
-    )
-    .await
-    {
+    match create_object(state, kind, namespace, obj.clone(), &Params::default()).await {
         Ok(_) => Ok(()),
         Err(ApiError::AlreadyExists { .. }) if plural == "namespaces" || plural == "services" => Ok(()),
         Err(ApiError::AlreadyExists { .. }) => {

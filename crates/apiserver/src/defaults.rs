@@ -51,6 +51,52 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             }
         }
         ("apps", "Deployment") => deployment(obj),
+        ("", "ReplicationController") => {
+            let spec = child(obj, "spec");
+            default(spec, "replicas", json!(1));
+            pod_template(spec);
+        }
+        ("", "PersistentVolumeClaim") => default(child(obj, "spec"), "volumeMode", json!("Filesystem")),
+        ("", "PersistentVolume") => {
+            let spec = child(obj, "spec");
+            default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            default(spec, "volumeMode", json!("Filesystem"));
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            default(obj, "reclaimPolicy", json!("Delete"));
+            default(obj, "volumeBindingMode", json!("Immediate"));
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            default(obj, "preemptionPolicy", json!("PreemptLowerPriority"))
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            let spec = child(obj, "spec");
+            let egress = spec.get("egress").is_some_and(|e| !e.is_null());
+            let types = if egress {
+                json!(["Ingress", "Egress"])
+            } else {
+                json!(["Ingress"])
+            };
+            default(spec, "policyTypes", types);
+        }
+        ("batch", "CronJob") => {
+            let spec = child(obj, "spec");
+            default(spec, "concurrencyPolicy", json!("Allow"));
+            default(spec, "suspend", json!(false));
+            default(spec, "successfulJobsHistoryLimit", json!(3));
+            default(spec, "failedJobsHistoryLimit", json!(1));
+            if let Some(job) = spec
+                .get_mut("jobTemplate")
+                .and_then(|t| t.get_mut("spec"))
+                .filter(|j| j.is_object())
+            {
+                default(job, "backoffLimit", json!(6));
+                default(job, "completionMode", json!("NonIndexed"));
+                default(job, "suspend", json!(false));
+                default(job, "podReplacementPolicy", json!("TerminatingOrFailed"));
+                pod_template(job);
+            }
+        }
         ("apps", "ReplicaSet") => {
             let spec = child(obj, "spec");
             default(spec, "replicas", json!(1));

@@ -95,6 +95,14 @@ pub struct ApiState {
     pub(crate) services: parking_lot::Mutex<admission::ServiceAllocators>,
     version: Bytes,
     ready: AtomicBool,
+    /// The watch cache's feeder task, stopped when the state goes away.
+    cache_task: tokio::task::AbortHandle,
+}
+
+impl Drop for ApiState {
+    fn drop(&mut self) {
+        self.cache_task.abort();
+    }
 }
 
 /// `/version`: the Kubernetes version whose API types are served (the kubectl dispatcher picks its minor).
@@ -131,12 +139,15 @@ impl ApiState {
                 .map(|k| k.group_resource().to_string()),
         );
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(caches.clone().run(store.clone(), loaded_tx));
+        let cache_task = tokio::spawn(caches.clone().run(store.clone(), loaded_tx)).abort_handle();
         loaded_rx.await.map_err(|_| StartError::CacheLoad)?;
         let openapi = rkube_openapi::OpenApi::build(&registry.kind_schemas());
         let mut services =
             admission::ServiceAllocators::new(&options.service_cidr, options.node_port_range.clone())
-                .map_err(StartError::InvalidOption)?;
+                .map_err(|e| {
+                    cache_task.abort();
+                    StartError::InvalidOption(e)
+                })?;
         if let Some(cache) = caches.resource("services") {
             for svc in cache.list("", None, 0, |_| true).items {
                 services.restore(&svc.value);
@@ -152,6 +163,7 @@ impl ApiState {
             caches,
             version: version_json(),
             ready: AtomicBool::new(false),
+            cache_task,
         }))
     }
 

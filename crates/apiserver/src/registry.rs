@@ -5,7 +5,10 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, rbac};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, events, networking, node, policy, rbac,
+    scheduling, storage,
+};
 use serde_json::Value;
 
 use crate::strategy::{self, Strategy};
@@ -247,6 +250,40 @@ impl Registry {
                 ..kind::<events::v1::Event>(&["ev"], &[], vec![], s("Event"))
             },
             kind::<rbac::v1::Role>(&[], &[], vec![], s("Role")),
+            kind::<core::v1::PersistentVolumeClaim>(
+                &["pvc"],
+                &[],
+                vec![status()],
+                s("PersistentVolumeClaim"),
+            ),
+            kind::<core::v1::PersistentVolume>(&["pv"], &[], vec![status()], s("PersistentVolume")),
+            kind::<core::v1::ResourceQuota>(&["quota"], &[], vec![status()], s("ResourceQuota")),
+            kind::<core::v1::LimitRange>(&["limits"], &[], vec![], s("LimitRange")),
+            kind::<core::v1::ReplicationController>(
+                &["rc"],
+                all,
+                vec![status(), scale()],
+                s("ReplicationController"),
+            ),
+            kind::<core::v1::PodTemplate>(&[], &[], vec![], s("PodTemplate")),
+            kind::<apps::v1::ControllerRevision>(&[], &[], vec![], s("ControllerRevision")),
+            kind::<batch::v1::CronJob>(&["cj"], all, vec![status()], s("CronJob")),
+            kind::<autoscaling::v2::HorizontalPodAutoscaler>(
+                &["hpa"],
+                all,
+                vec![status()],
+                s("HorizontalPodAutoscaler"),
+            ),
+            kind::<policy::v1::PodDisruptionBudget>(&["pdb"], &[], vec![status()], s("PodDisruptionBudget")),
+            kind::<networking::v1::Ingress>(&["ing"], &[], vec![status()], s("Ingress")),
+            kind::<networking::v1::IngressClass>(&[], &[], vec![], s("IngressClass")),
+            kind::<networking::v1::NetworkPolicy>(&["netpol"], &[], vec![], s("NetworkPolicy")),
+            kind::<scheduling::v1::PriorityClass>(&["pc"], &[], vec![], s("PriorityClass")),
+            kind::<storage::v1::StorageClass>(&["sc"], &[], vec![], s("StorageClass")),
+            kind::<storage::v1::CSIDriver>(&[], &[], vec![], s("CSIDriver")),
+            kind::<storage::v1::CSINode>(&[], &[], vec![], s("CSINode")),
+            kind::<storage::v1::VolumeAttachment>(&[], &[], vec![status()], s("VolumeAttachment")),
+            kind::<node::v1::RuntimeClass>(&[], &[], vec![], s("RuntimeClass")),
             kind::<rbac::v1::RoleBinding>(&[], &[], vec![], s("RoleBinding")),
             kind::<rbac::v1::ClusterRole>(&[], &[], vec![], s("ClusterRole")),
             kind::<rbac::v1::ClusterRoleBinding>(&[], &[], vec![], s("ClusterRoleBinding")),

@@ -649,7 +649,14 @@ pub(crate) async fn check_namespace(
         .registry
         .get("", "v1", "namespaces")
         .expect("namespaces are always served");
-    let ns = match cache_of(state, namespaces)?.get(namespace) {
+    // The cache answers when it is current; right after a namespace change it may lag, so then the store does.
+    let current = state.caches.revision() >= state.store.current_revision().await?;
+    let cached = if current {
+        cache_of(state, namespaces)?.get(namespace)
+    } else {
+        None
+    };
+    let ns = match cached {
         Some(ns) => Some(ns),
         None => read(state, namespaces, namespace).await?,
     };
@@ -676,7 +683,6 @@ pub(crate) async fn create_object(
     namespace: Option<&str>,
     mut obj: Value,
     params: &Params,
-    warnings: &mut Vec<String>,
 ) -> Result<Written, ApiError> {
     set_namespace(kind, &mut obj, namespace)?;
     strip_server_metadata(&mut obj);
@@ -719,7 +725,6 @@ pub(crate) async fn create_object(
     if result.is_err() {
         allocation.release(state);
     }
-    let _ = warnings;
     result
 }
 
@@ -729,15 +734,7 @@ async fn create(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Result<
     }
     let mut warnings = Vec::new();
     let obj = decode_object(state, kind, req.decode_body()?, &req.params, &mut warnings)?;
-    let written = create_object(
-        state,
-        kind,
-        req.info.namespace.as_deref(),
-        obj,
-        &req.params,
-        &mut warnings,
-    )
-    .await?;
+    let written = create_object(state, kind, req.info.namespace.as_deref(), obj, &req.params).await?;
     Ok(json_response(
         StatusCode::CREATED,
         output::object(kind, written.object(), req.output),
@@ -856,7 +853,7 @@ pub(crate) fn prepare_update(
 async fn update(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Result<Response, ApiError> {
     let mut warnings = Vec::new();
     let body = decode_object(state, kind, req.decode_body()?, &req.params, &mut warnings)?;
-    let written = update_object(state, kind, req, body, false, &mut warnings).await?;
+    let written = update_object(state, kind, req, body, false).await?;
     let code = if matches!(written, (Written::Stored(_), true)) {
         StatusCode::CREATED
     } else {
@@ -877,7 +874,6 @@ pub(crate) async fn update_object(
     req: &ApiRequest,
     body: Value,
     status_only: bool,
-    warnings: &mut Vec<String>,
 ) -> Result<(Written, bool), ApiError> {
     let name = req.name()?.to_string();
     let namespace = req.info.namespace.as_deref();
@@ -892,7 +888,7 @@ pub(crate) async fn update_object(
             }
             _ => body["metadata"]["name"] = json!(name),
         }
-        match create_object(state, kind, namespace, body, &req.params, warnings).await {
+        match create_object(state, kind, namespace, body, &req.params).await {
             Ok(w) => return Ok((w, true)),
             Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),

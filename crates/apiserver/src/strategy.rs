@@ -50,12 +50,11 @@ pub fn for_kind(kind: &str) -> Strategy {
             return_deleted_object: true,
             ..plain
         },
-        "Endpoints" | "Event" | "Lease" | "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => {
-            Strategy {
-                allow_create_on_update: true,
-                ..plain
-            }
-        }
+        "Endpoints" | "Event" | "Lease" | "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding"
+        | "LimitRange" => Strategy {
+            allow_create_on_update: true,
+            ..plain
+        },
         _ => plain,
     }
 }

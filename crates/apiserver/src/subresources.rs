@@ -38,7 +38,7 @@ pub async fn handle(
         ("status", Verb::Update) => {
             let mut warnings = Vec::new();
             let body = decode_object(state, kind, req.decode_body()?, &req.params, &mut warnings)?;
-            let (written, _) = rest::update_object(state, kind, &req, body, true, &mut warnings).await?;
+            let (written, _) = rest::update_object(state, kind, &req, body, true).await?;
             Ok(json_response(
                 StatusCode::OK,
                 output::object(kind, written.object(), req.output),
@@ -176,16 +176,7 @@ async fn apply(
         }
         let created = admission::server_side_apply(state, kind, None, &config, &req.params)?;
         let created = decode_object(state, kind, created, &req.params, &mut warnings)?;
-        match rest::create_object(
-            state,
-            kind,
-            req.info.namespace.as_deref(),
-            created,
-            &params,
-            &mut warnings,
-        )
-        .await
-        {
+        match rest::create_object(state, kind, req.info.namespace.as_deref(), created, &params).await {
             Ok(w) => {
                 return Ok(json_response(
                     StatusCode::CREATED,
