@@ -1,0 +1,957 @@
+//! The Deployment controller's pure step (Kubernetes' `syncDeployment`): from a Deployment, the ReplicaSets
+//! and pods of its namespace and the time, plan the writes — adopt/release ReplicaSets, create the new one,
+//! scale new and old ones for RollingUpdate or Recreate, re-adopt an old one on rollback, clean up history —
+//! and the Deployment's new revision annotation and status.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec, ReplicaSetStatus,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::util::{self, POD_TEMPLATE_HASH, REVISION};
+use crate::claim::{self, Claim, Owner};
+use crate::events::Event;
+use crate::pod;
+
+/// Progressing condition reasons (Kubernetes' `deploymentutil`).
+pub const NEW_RS_CREATED: &str = "NewReplicaSetCreated";
+pub const FOUND_NEW_RS: &str = "FoundNewReplicaSet";
+pub const RS_UPDATED: &str = "ReplicaSetUpdated";
+pub const NEW_RS_AVAILABLE: &str = "NewReplicaSetAvailable";
+pub const TIMED_OUT: &str = "ProgressDeadlineExceeded";
+pub const PAUSED: &str = "DeploymentPaused";
+pub const RESUMED: &str = "DeploymentResumed";
+/// Available condition reasons.
+pub const MIN_AVAILABLE: &str = "MinimumReplicasAvailable";
+pub const MIN_UNAVAILABLE: &str = "MinimumReplicasUnavailable";
+
+const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
+const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
+
+/// A ReplicaSet named by the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsRef {
+    pub name: String,
+    pub uid: String,
+}
+
+/// One write, in the order the shell must perform them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    AdoptReplicaSet(RsRef),
+    ReleaseReplicaSet(RsRef),
+    CreateReplicaSet(Box<ReplicaSet>),
+    /// Replace the ReplicaSet (scale, annotations, minReadySeconds); carries the cached resourceVersion.
+    UpdateReplicaSet(Box<ReplicaSet>),
+    DeleteReplicaSet(RsRef),
+    /// Set the Deployment's annotations (its revision).
+    UpdateAnnotations(BTreeMap<String, String>),
+    UpdateStatus(Box<DeploymentStatus>),
+    /// Record an event about the Deployment once the writes before it succeeded.
+    Record(Event),
+}
+
+/// What one sync of a Deployment should do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Sync again after this long (to notice a passed progress deadline).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Plan one sync. `replica_sets` and `pods` are everything in the Deployment's namespace (from the informers).
+pub fn plan(d: &Deployment, replica_sets: &[&ReplicaSet], pods: &[&Pod], now: Timestamp) -> Plan {
+    let mut sync = Sync::new(d, replica_sets, pods, now);
+    sync.run();
+    sync.finish()
+}
+
+struct Sync<'a> {
+    original: &'a Deployment,
+    /// Working copy: annotations and status as this sync changes them.
+    d: Deployment,
+    /// The ReplicaSets this Deployment owns, as this sync changes them.
+    rss: Vec<ReplicaSet>,
+    all_rs: &'a [&'a ReplicaSet],
+    pods: &'a [&'a Pod],
+    now: Timestamp,
+    actions: Vec<Action>,
+    requeue_after: Option<Duration>,
+}
+
+/// The new ReplicaSet's name is taken by another template: the collision count was raised, try again.
+struct Collision;
+
+impl<'a> Sync<'a> {
+    fn new(d: &'a Deployment, all_rs: &'a [&'a ReplicaSet], pods: &'a [&'a Pod], now: Timestamp) -> Self {
+        let mut working = d.clone();
+        working.status.get_or_insert_with(Default::default);
+        Sync {
+            original: d,
+            d: working,
+            rss: Vec::new(),
+            all_rs,
+            pods,
+            now,
+            actions: Vec::new(),
+            requeue_after: None,
+        }
+    }
+
+    fn status(&mut self) -> &mut DeploymentStatus {
+        self.d.status.get_or_insert_with(Default::default)
+    }
+
+    fn spec_replicas(&self) -> i32 {
+        util::replicas(&self.d)
+    }
+
+    fn name(&self) -> &str {
+        self.d.metadata.name.as_deref().unwrap_or("")
+    }
+
+    fn run(&mut self) {
+        let spec = self.d.spec.clone().unwrap_or_default();
+        let selects_all = spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && spec
+                .selector
+                .match_expressions
+                .as_ref()
+                .is_none_or(|e| e.is_empty());
+        if selects_all {
+            self.record(Event::warning(
+                "SelectingAll",
+                "This deployment is selecting all pods. A non-empty selector is required.",
+            ));
+            let generation = self.d.metadata.generation;
+            let status = self.status();
+            if status.observed_generation < generation {
+                status.observed_generation = generation;
+            }
+            return;
+        }
+        self.claim_replica_sets();
+        if self.d.metadata.deletion_timestamp.is_some() {
+            let new = self.find_new();
+            self.sync_status(new);
+            return;
+        }
+        self.check_paused_conditions();
+        let paused = spec.paused == Some(true);
+        if paused || self.is_scaling_event() {
+            self.sync_scale(paused);
+            return;
+        }
+        let result = if util::is_recreate(&self.d) {
+            self.rollout_recreate()
+        } else {
+            self.rollout_rolling()
+        };
+        if result.is_err() {
+            // Retry right away with the raised collision count.
+            self.requeue_after = Some(Duration::ZERO);
+        }
+    }
+
+    fn finish(mut self) -> Plan {
+        if self.d.metadata.annotations != self.original.metadata.annotations {
+            let annotations = self.d.metadata.annotations.clone().unwrap_or_default();
+            self.actions.insert(0, Action::UpdateAnnotations(annotations));
+        }
+        let status = self.d.status.take().unwrap_or_default();
+        if Some(&status) != self.original.status.as_ref() {
+            self.actions.push(Action::UpdateStatus(Box::new(status)));
+        }
+        Plan {
+            actions: self.actions,
+            requeue_after: self.requeue_after,
+        }
+    }
+
+    fn record(&mut self, event: Event) {
+        self.actions.push(Action::Record(event));
+    }
+
+    fn owner(&self) -> Owner<'_> {
+        Owner {
+            api_version: "apps/v1",
+            kind: "Deployment",
+            name: self.d.metadata.name.as_deref().unwrap_or(""),
+            uid: self.d.metadata.uid.as_deref().unwrap_or(""),
+            deleting: self.d.metadata.deletion_timestamp.is_some(),
+        }
+    }
+
+    fn claim_replica_sets(&mut self) {
+        let selector = self.d.spec.as_ref().map(|s| s.selector.clone());
+        let mut adopted = Vec::new();
+        for &rs in self.all_rs {
+            let r = RsRef {
+                name: rs.metadata.name.clone().unwrap_or_default(),
+                uid: rs.metadata.uid.clone().unwrap_or_default(),
+            };
+            match claim::claim(&self.owner(), selector.as_ref(), &rs.metadata) {
+                Claim::Owned => self.rss.push(rs.clone()),
+                Claim::Adopt => {
+                    let mut rs = rs.clone();
+                    rs.metadata
+                        .owner_references
+                        .get_or_insert_with(Vec::new)
+                        .push(self.owner().controller_ref());
+                    self.rss.push(rs);
+                    adopted.push(Action::AdoptReplicaSet(r));
+                }
+                Claim::Release => adopted.push(Action::ReleaseReplicaSet(r)),
+                Claim::Ignore => {}
+            }
+        }
+        self.actions.extend(adopted);
+    }
+
+    /// The ReplicaSet whose template is the Deployment's (the oldest if several).
+    fn find_new(&self) -> Option<usize> {
+        let template = self.d.spec.as_ref()?.template.clone();
+        let mut order: Vec<usize> = (0..self.rss.len()).collect();
+        order.sort_by(|&a, &b| util::by_creation(&self.rss[a], &self.rss[b]));
+        order.into_iter().find(|&i| {
+            self.rss[i]
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .is_some_and(|t| util::equal_ignore_hash(t, &template))
+        })
+    }
+
+    fn olds(&self, new: Option<usize>) -> Vec<usize> {
+        (0..self.rss.len()).filter(|&i| Some(i) != new).collect()
+    }
+
+    fn active(&self, idx: &[usize]) -> Vec<usize> {
+        idx.iter()
+            .copied()
+            .filter(|&i| util::rs_replicas(&self.rss[i]) > 0)
+            .collect()
+    }
+
+    fn sum(&self, idx: &[usize], f: impl Fn(&ReplicaSet) -> i32) -> i32 {
+        idx.iter().map(|&i| f(&self.rss[i])).sum()
+    }
+
+    fn has_progress_deadline(&self) -> bool {
+        self.progress_deadline().is_some()
+    }
+
+    fn progress_deadline(&self) -> Option<i32> {
+        let seconds = self
+            .d
+            .spec
+            .as_ref()?
+            .progress_deadline_seconds
+            .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS);
+        (seconds != i32::MAX).then_some(seconds)
+    }
+
+    fn set_deployment_revision(&mut self, revision: &str) {
+        let annotations = self.d.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        if annotations.get(REVISION).map(String::as_str) != Some(revision) {
+            annotations.insert(REVISION.into(), revision.into());
+        }
+    }
+
+    /// Kubernetes' `getAllReplicaSetsAndSyncRevision`: find (or, with `create`, make) the new ReplicaSet and bring
+    /// its revision to one above every old one — which is what gives a rolled-back ReplicaSet revision max+1.
+    fn sync_revision(&mut self, create: bool) -> Result<Option<usize>, Collision> {
+        let new = self.find_new();
+        let max_old = self
+            .olds(new)
+            .iter()
+            .map(|&i| util::revision(&self.rss[i]))
+            .max()
+            .unwrap_or(0);
+        let new_revision = max_old + 1;
+        if let Some(i) = new {
+            let mut copy = self.rss[i].clone();
+            let annotations_changed =
+                util::set_new_replica_set_annotations(&self.d, &mut copy, new_revision, true);
+            let min_ready = self
+                .d
+                .spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0);
+            let spec = copy.spec.get_or_insert_with(Default::default);
+            let min_ready_changed = spec.min_ready_seconds.unwrap_or(0) != min_ready;
+            spec.min_ready_seconds = Some(min_ready);
+            if annotations_changed || min_ready_changed {
+                self.actions
+                    .push(Action::UpdateReplicaSet(Box::new(copy.clone())));
+                self.rss[i] = copy;
+            }
+            let revision = util::revision(&self.rss[i]).to_string();
+            self.set_deployment_revision(&revision);
+            let has_condition = condition(self.status(), "Progressing").is_some();
+            if self.has_progress_deadline() && !has_condition {
+                let message = format!(
+                    "Found new replica set \"{}\"",
+                    self.rss[i].metadata.name.as_deref().unwrap_or("")
+                );
+                let c = new_condition("Progressing", "True", FOUND_NEW_RS, &message, self.now);
+                set_condition(self.status(), c);
+            }
+            return Ok(Some(i));
+        }
+        if !create {
+            return Ok(None);
+        }
+
+        let spec = self.d.spec.clone().unwrap_or_default();
+        let collision_count = self.d.status.as_ref().and_then(|s| s.collision_count);
+        let hash = util::pod_template_hash(&spec.template, collision_count);
+        let name = format!("{}-{}", self.name(), hash);
+        if self
+            .all_rs
+            .iter()
+            .any(|rs| rs.metadata.name.as_deref() == Some(name.as_str()))
+        {
+            // Another template (or someone else's ReplicaSet) has this name: hash again with a higher count.
+            let status = self.status();
+            status.collision_count = Some(status.collision_count.unwrap_or(0) + 1);
+            return Err(Collision);
+        }
+        let mut template = spec.template.clone();
+        let meta = template.metadata.get_or_insert_with(Default::default);
+        meta.labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(POD_TEMPLATE_HASH.into(), hash.clone());
+        let mut selector = spec.selector.clone();
+        selector
+            .match_labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(POD_TEMPLATE_HASH.into(), hash);
+        let mut rs = ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: self.d.metadata.namespace.clone(),
+                labels: meta.labels.clone(),
+                owner_references: Some(vec![self.owner().controller_ref()]),
+                ..Default::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(0),
+                min_ready_seconds: Some(spec.min_ready_seconds.unwrap_or(0)),
+                selector,
+                template: Some(template),
+            }),
+            status: Some(ReplicaSetStatus::default()),
+        };
+        let olds = self.olds(None);
+        let replicas = self.new_rs_new_replicas(&olds, &rs);
+        if let Some(s) = rs.spec.as_mut() {
+            s.replicas = Some(replicas);
+        }
+        util::set_new_replica_set_annotations(&self.d, &mut rs, new_revision, false);
+        self.actions.push(Action::CreateReplicaSet(Box::new(rs.clone())));
+        if replicas > 0 {
+            self.record(Event::normal(
+                "ScalingReplicaSet",
+                format!("Scaled up replica set {name} from 0 to {replicas}"),
+            ));
+        }
+        self.set_deployment_revision(&new_revision.to_string());
+        if self.has_progress_deadline() {
+            let message = format!("Created new replica set \"{name}\"");
+            let c = new_condition("Progressing", "True", NEW_RS_CREATED, &message, self.now);
+            set_condition(self.status(), c);
+        }
+        self.rss.push(rs);
+        Ok(Some(self.rss.len() - 1))
+    }
+
+    /// How big the new ReplicaSet may be now (Kubernetes' `NewRSNewReplicas`).
+    fn new_rs_new_replicas(&self, others: &[usize], new: &ReplicaSet) -> i32 {
+        let desired = self.spec_replicas();
+        let new_replicas = util::rs_replicas(new);
+        if util::is_recreate(&self.d) {
+            return desired;
+        }
+        let current: i32 = self.sum(others, util::rs_replicas) + new_replicas;
+        let max_total = desired + util::max_surge(&self.d);
+        if current >= max_total {
+            return new_replicas;
+        }
+        new_replicas + (max_total - current).min(desired - new_replicas)
+    }
+
+    fn check_paused_conditions(&mut self) {
+        if !self.has_progress_deadline() {
+            return;
+        }
+        let reason = condition(self.status(), "Progressing").and_then(|c| c.reason.clone());
+        if reason.as_deref() == Some(TIMED_OUT) {
+            return;
+        }
+        let paused = self.d.spec.as_ref().and_then(|s| s.paused) == Some(true);
+        let paused_condition = reason.as_deref() == Some(PAUSED);
+        let now = self.now;
+        if paused && !paused_condition {
+            set_condition(
+                self.status(),
+                new_condition("Progressing", "Unknown", PAUSED, "Deployment is paused", now),
+            );
+        } else if !paused && paused_condition {
+            let c = new_condition("Progressing", "Unknown", RESUMED, "Deployment is resumed", now);
+            set_condition(self.status(), c);
+        }
+    }
+
+    /// The Deployment was resized (not re-templated): some active ReplicaSet was sized for another replica count.
+    fn is_scaling_event(&mut self) -> bool {
+        let Ok(new) = self.sync_revision(false) else {
+            return false;
+        };
+        let all: Vec<usize> = (0..self.rss.len()).collect();
+        let _ = new;
+        let desired = self.spec_replicas();
+        self.active(&all)
+            .iter()
+            .any(|&i| util::desired_replicas_annotation(&self.rss[i]).is_some_and(|n| n != desired))
+    }
+
+    /// Kubernetes' `sync`: scale proportionally (or pause), clean up, update status.
+    fn sync_scale(&mut self, paused: bool) {
+        let Ok(new) = self.sync_revision(false) else {
+            return;
+        };
+        let olds = self.olds(new);
+        self.scale(new, &olds);
+        if paused {
+            self.cleanup(&olds);
+        }
+        self.sync_status(new);
+    }
+
+    fn scale(&mut self, new: Option<usize>, olds: &[usize]) {
+        let desired = self.spec_replicas();
+        if let Some(target) = self.active_or_latest(new, olds) {
+            if util::rs_replicas(&self.rss[target]) != desired {
+                self.scale_and_record(target, desired);
+            }
+            return;
+        }
+        if let Some(n) = new.filter(|&n| self.is_saturated(n)) {
+            let _ = n;
+            for i in self.active(olds) {
+                self.scale_and_record(i, 0);
+            }
+            return;
+        }
+        if util::is_recreate(&self.d) {
+            return;
+        }
+        let mut all: Vec<usize> = olds.iter().copied().chain(new).collect();
+        all = self.active(&all);
+        let total = self.sum(&all, util::rs_replicas);
+        let allowed = if desired > 0 {
+            desired + util::max_surge(&self.d)
+        } else {
+            0
+        };
+        let to_add = allowed - total;
+        let operation = if to_add > 0 {
+            // Larger first; on a tie the newer one gets the extra replicas.
+            all.sort_by(|&a, &b| {
+                let (ra, rb) = (&self.rss[a], &self.rss[b]);
+                util::rs_replicas(rb)
+                    .cmp(&util::rs_replicas(ra))
+                    .then_with(|| util::by_creation(rb, ra))
+            });
+            "up"
+        } else {
+            all.sort_by(|&a, &b| {
+                let (ra, rb) = (&self.rss[a], &self.rss[b]);
+                util::rs_replicas(rb)
+                    .cmp(&util::rs_replicas(ra))
+                    .then_with(|| util::by_creation(ra, rb))
+            });
+            "down"
+        };
+        let mut added = 0;
+        let mut sizes: Vec<i32> = Vec::with_capacity(all.len());
+        for &i in &all {
+            let rs = &self.rss[i];
+            let proportion = if to_add != 0 {
+                self.proportion(rs, to_add, added)
+            } else {
+                0
+            };
+            added += proportion;
+            sizes.push(util::rs_replicas(rs) + proportion);
+        }
+        if to_add != 0 && !sizes.is_empty() {
+            // Rounding leftovers go to the largest ReplicaSet.
+            sizes[0] = (sizes[0] + to_add - added).max(0);
+        }
+        for (&i, &size) in all.iter().zip(&sizes) {
+            self.scale_rs(i, size, operation);
+        }
+    }
+
+    /// Kubernetes' `GetProportion`: this ReplicaSet's share of `to_add`, never past what is left to add.
+    fn proportion(&self, rs: &ReplicaSet, to_add: i32, added: i32) -> i32 {
+        let replicas = util::rs_replicas(rs);
+        if replicas == 0 || to_add == 0 || to_add == added {
+            return 0;
+        }
+        let desired = self.spec_replicas();
+        let fraction = if desired == 0 {
+            -replicas
+        } else {
+            let deployment_replicas = desired + util::max_surge(&self.d);
+            let annotated = util::max_replicas_annotation(rs).unwrap_or_else(|| {
+                self.d
+                    .status
+                    .as_ref()
+                    .map(|s| s.replicas.unwrap_or(0))
+                    .unwrap_or(0)
+            });
+            if annotated == 0 {
+                0
+            } else {
+                let size = f64::from(replicas) * f64::from(deployment_replicas) / f64::from(annotated);
+                size.round() as i32 - replicas
+            }
+        };
+        let allowed = to_add - added;
+        if to_add > 0 {
+            fraction.min(allowed)
+        } else {
+            fraction.max(allowed)
+        }
+    }
+
+    fn active_or_latest(&self, new: Option<usize>, olds: &[usize]) -> Option<usize> {
+        let mut olds = olds.to_vec();
+        olds.sort_by(|&a, &b| util::by_creation(&self.rss[b], &self.rss[a]));
+        let all: Vec<usize> = olds.iter().copied().chain(new).collect();
+        let active = self.active(&all);
+        match active.len() {
+            0 => new.or(olds.first().copied()),
+            1 => Some(active[0]),
+            _ => None,
+        }
+    }
+
+    fn is_saturated(&self, i: usize) -> bool {
+        let rs = &self.rss[i];
+        let desired = self.spec_replicas();
+        util::rs_replicas(rs) == desired
+            && util::desired_replicas_annotation(rs) == Some(desired)
+            && available(rs) == desired
+    }
+
+    fn scale_and_record(&mut self, i: usize, size: i32) -> bool {
+        let current = util::rs_replicas(&self.rss[i]);
+        if current == size {
+            return false;
+        }
+        self.scale_rs(i, size, if current < size { "up" } else { "down" });
+        true
+    }
+
+    /// Set a ReplicaSet's size and replica annotations (Kubernetes' `scaleReplicaSet`).
+    fn scale_rs(&mut self, i: usize, size: i32, operation: &str) {
+        let desired = self.spec_replicas();
+        let max = desired + util::max_surge(&self.d);
+        let rs = &self.rss[i];
+        let current = util::rs_replicas(rs);
+        if current == size && !util::replicas_annotations_need_update(rs, desired, max) {
+            return;
+        }
+        let mut copy = rs.clone();
+        copy.spec.get_or_insert_with(Default::default).replicas = Some(size);
+        util::set_replicas_annotations(&mut copy, desired, max);
+        let name = copy.metadata.name.clone().unwrap_or_default();
+        self.actions
+            .push(Action::UpdateReplicaSet(Box::new(copy.clone())));
+        self.rss[i] = copy;
+        if current != size {
+            self.record(Event::normal(
+                "ScalingReplicaSet",
+                format!("Scaled {operation} replica set {name} from {current} to {size}"),
+            ));
+        }
+    }
+
+    fn rollout_rolling(&mut self) -> Result<(), Collision> {
+        let new = self.sync_revision(true)?.expect("created when missing");
+        let olds = self.olds(Some(new));
+        if self.reconcile_new(new) {
+            self.sync_rollout_status(Some(new));
+            return Ok(());
+        }
+        if self.reconcile_olds(new, &olds) {
+            self.sync_rollout_status(Some(new));
+            return Ok(());
+        }
+        let current = self.d.status.clone().unwrap_or_default();
+        if self.deployment_complete(&current) {
+            self.cleanup(&olds);
+        }
+        self.sync_rollout_status(Some(new));
+        Ok(())
+    }
+
+    fn reconcile_new(&mut self, new: usize) -> bool {
+        let desired = self.spec_replicas();
+        let current = util::rs_replicas(&self.rss[new]);
+        if current == desired {
+            return false;
+        }
+        if current > desired {
+            return self.scale_and_record(new, desired);
+        }
+        let others = self.olds(Some(new));
+        let size = self.new_rs_new_replicas(&others, &self.rss[new].clone());
+        self.scale_and_record(new, size)
+    }
+
+    /// Scale old ReplicaSets down as far as availability allows (Kubernetes' `reconcileOldReplicaSets`).
+    fn reconcile_olds(&mut self, new: usize, olds: &[usize]) -> bool {
+        let old_count = self.sum(olds, util::rs_replicas);
+        if old_count == 0 {
+            return false;
+        }
+        let all: Vec<usize> = olds.iter().copied().chain([new]).collect();
+        let all_count = self.sum(&all, util::rs_replicas);
+        let min_available = self.spec_replicas() - util::max_unavailable(&self.d);
+        let new_rs = &self.rss[new];
+        let new_unavailable = util::rs_replicas(new_rs) - available(new_rs);
+        let max_scaled_down = all_count - min_available - new_unavailable;
+        if max_scaled_down <= 0 {
+            return false;
+        }
+        let mut active_olds = self.active(olds);
+        active_olds.sort_by(|&a, &b| util::by_creation(&self.rss[a], &self.rss[b]));
+        let cleaned = self.cleanup_unhealthy(&active_olds, max_scaled_down);
+        let scaled = self.scale_down_olds(&all, &active_olds);
+        cleaned + scaled > 0
+    }
+
+    /// Old replicas that are not available cost no availability: remove them first.
+    fn cleanup_unhealthy(&mut self, olds: &[usize], max_cleanup: i32) -> i32 {
+        let mut total = 0;
+        for &i in olds {
+            if total >= max_cleanup {
+                break;
+            }
+            let replicas = util::rs_replicas(&self.rss[i]);
+            let available = available(&self.rss[i]);
+            if replicas == 0 || replicas == available {
+                continue;
+            }
+            let down = (max_cleanup - total).min(replicas - available);
+            self.scale_and_record(i, replicas - down);
+            total += down;
+        }
+        total
+    }
+
+    fn scale_down_olds(&mut self, all: &[usize], olds: &[usize]) -> i32 {
+        let min_available = self.spec_replicas() - util::max_unavailable(&self.d);
+        let available_count = self.sum(all, available);
+        if available_count <= min_available {
+            return 0;
+        }
+        let budget = available_count - min_available;
+        let mut total = 0;
+        for &i in olds {
+            if total >= budget {
+                break;
+            }
+            let replicas = util::rs_replicas(&self.rss[i]);
+            if replicas == 0 {
+                continue;
+            }
+            let down = replicas.min(budget - total);
+            self.scale_and_record(i, replicas - down);
+            total += down;
+        }
+        total
+    }
+
+    fn rollout_recreate(&mut self) -> Result<(), Collision> {
+        let mut new = self.sync_revision(false)?;
+        let olds = self.olds(new);
+        let mut scaled_down = false;
+        for i in self.active(&olds) {
+            scaled_down |= self.scale_and_record(i, 0);
+        }
+        if scaled_down || self.old_pods_running(new, &olds) {
+            self.sync_rollout_status(new);
+            return Ok(());
+        }
+        if new.is_none() {
+            new = self.sync_revision(true)?;
+        }
+        let new_idx = new.expect("created when missing");
+        let desired = self.spec_replicas();
+        self.scale_and_record(new_idx, desired);
+        let current = self.d.status.clone().unwrap_or_default();
+        if self.deployment_complete(&current) {
+            let olds = self.olds(new);
+            self.cleanup(&olds);
+        }
+        self.sync_rollout_status(new);
+        Ok(())
+    }
+
+    /// Recreate waits until no pod of an old ReplicaSet is left running.
+    fn old_pods_running(&self, new: Option<usize>, olds: &[usize]) -> bool {
+        if self.sum(olds, |rs| rs.status.as_ref().map_or(0, |s| s.replicas)) > 0 {
+            return true;
+        }
+        let new_uid = new.and_then(|n| self.rss[n].metadata.uid.as_deref());
+        let old_uids: Vec<&str> = olds
+            .iter()
+            .filter_map(|&i| self.rss[i].metadata.uid.as_deref())
+            .collect();
+        self.pods.iter().any(|p| {
+            let Some(owner) = claim::controller_of(&p.metadata) else {
+                return false;
+            };
+            Some(owner.uid.as_str()) != new_uid
+                && old_uids.contains(&owner.uid.as_str())
+                && !matches!(pod::phase(p), "Succeeded" | "Failed")
+        })
+    }
+
+    /// Delete the oldest fully scaled-down ReplicaSets beyond `revisionHistoryLimit`.
+    fn cleanup(&mut self, olds: &[usize]) {
+        let limit = self
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT)
+            .max(0) as usize;
+        let mut cleanable: Vec<usize> = olds
+            .iter()
+            .copied()
+            .filter(|&i| self.rss[i].metadata.deletion_timestamp.is_none())
+            .collect();
+        if cleanable.len() <= limit {
+            return;
+        }
+        let diff = cleanable.len() - limit;
+        cleanable.sort_by(|&a, &b| util::by_revision(&self.rss[a], &self.rss[b]));
+        for &i in cleanable.iter().take(diff) {
+            let rs = &self.rss[i];
+            let status = rs.status.clone().unwrap_or_default();
+            let observed = status.observed_generation.unwrap_or(0);
+            if status.replicas != 0
+                || util::rs_replicas(rs) != 0
+                || rs.metadata.generation.unwrap_or(0) > observed
+            {
+                continue;
+            }
+            self.actions.push(Action::DeleteReplicaSet(RsRef {
+                name: rs.metadata.name.clone().unwrap_or_default(),
+                uid: rs.metadata.uid.clone().unwrap_or_default(),
+            }));
+        }
+    }
+
+    fn calculate_status(&self, new: Option<usize>) -> DeploymentStatus {
+        let all: Vec<usize> = (0..self.rss.len()).collect();
+        let available_count = self.sum(&all, available);
+        let total = self.sum(&all, util::rs_replicas);
+        let current = self.d.status.clone().unwrap_or_default();
+        let mut status = DeploymentStatus {
+            observed_generation: self.d.metadata.generation,
+            replicas: Some(self.sum(&all, |rs| rs.status.as_ref().map_or(0, |s| s.replicas))),
+            updated_replicas: Some(new.map_or(0, |n| self.rss[n].status.as_ref().map_or(0, |s| s.replicas))),
+            ready_replicas: Some(self.sum(&all, |rs| {
+                rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)
+            })),
+            available_replicas: Some(available_count),
+            unavailable_replicas: Some((total - available_count).max(0)),
+            collision_count: current.collision_count,
+            conditions: current.conditions.clone(),
+            terminating_replicas: current.terminating_replicas,
+        };
+        let min_available = self.spec_replicas() - util::max_unavailable(&self.d);
+        let c = if available_count >= min_available {
+            new_condition(
+                "Available",
+                "True",
+                MIN_AVAILABLE,
+                "Deployment has minimum availability.",
+                self.now,
+            )
+        } else {
+            new_condition(
+                "Available",
+                "False",
+                MIN_UNAVAILABLE,
+                "Deployment does not have minimum availability.",
+                self.now,
+            )
+        };
+        set_condition(&mut status, c);
+        status
+    }
+
+    fn sync_status(&mut self, new: Option<usize>) {
+        let status = self.calculate_status(new);
+        self.d.status = Some(status);
+    }
+
+    fn deployment_complete(&self, status: &DeploymentStatus) -> bool {
+        let desired = self.spec_replicas();
+        status.updated_replicas.unwrap_or(0) == desired
+            && status.replicas.unwrap_or(0) == desired
+            && status.available_replicas.unwrap_or(0) == desired
+            && status.observed_generation.unwrap_or(0) >= self.d.metadata.generation.unwrap_or(0)
+    }
+
+    /// Kubernetes' `syncRolloutStatus`: the status plus the Progressing condition, and a resync when the
+    /// progress deadline could pass without any other change.
+    fn sync_rollout_status(&mut self, new: Option<usize>) {
+        let mut status = self.calculate_status(new);
+        let current_status = self.d.status.clone().unwrap_or_default();
+        if !self.has_progress_deadline() {
+            remove_condition(&mut status, "Progressing");
+        }
+        let current = condition(&current_status, "Progressing").cloned();
+        let complete_before = status.replicas == status.updated_replicas
+            && current.as_ref().and_then(|c| c.reason.as_deref()) == Some(NEW_RS_AVAILABLE);
+        let new_name = new
+            .and_then(|n| self.rss[n].metadata.name.clone())
+            .unwrap_or_default();
+        if self.has_progress_deadline() && !complete_before {
+            if self.deployment_complete(&status) {
+                let message = format!("ReplicaSet \"{new_name}\" has successfully progressed.");
+                set_condition(
+                    &mut status,
+                    new_condition("Progressing", "True", NEW_RS_AVAILABLE, &message, self.now),
+                );
+            } else if progressing(&current_status, &status) {
+                let message = format!("ReplicaSet \"{new_name}\" is progressing.");
+                let mut c = new_condition("Progressing", "True", RS_UPDATED, &message, self.now);
+                if let Some(current) = &current {
+                    if current.status == "True" {
+                        c.last_transition_time = current.last_transition_time.clone();
+                    }
+                    remove_condition(&mut status, "Progressing");
+                }
+                set_condition(&mut status, c);
+            } else if self.timed_out(&status) {
+                let message = format!("ReplicaSet \"{new_name}\" has timed out progressing.");
+                set_condition(
+                    &mut status,
+                    new_condition("Progressing", "False", TIMED_OUT, &message, self.now),
+                );
+            }
+        }
+        if status == current_status {
+            self.requeue_after = self.requeue_stuck(&status);
+        }
+        self.d.status = Some(status);
+    }
+
+    fn timed_out(&self, status: &DeploymentStatus) -> bool {
+        let Some(deadline) = self.progress_deadline() else {
+            return false;
+        };
+        let Some(c) = condition(status, "Progressing") else {
+            return false;
+        };
+        match c.reason.as_deref() {
+            Some(NEW_RS_AVAILABLE) => false,
+            Some(TIMED_OUT) => true,
+            _ => c
+                .last_update_time
+                .as_ref()
+                .is_some_and(|t| t.0 + SignedDuration::from_secs(i64::from(deadline)) < self.now),
+        }
+    }
+
+    /// When a rollout that is not complete should be looked at again to detect its deadline passing.
+    fn requeue_stuck(&self, status: &DeploymentStatus) -> Option<Duration> {
+        let deadline = self.progress_deadline()?;
+        let c = condition(status, "Progressing")?;
+        if self.deployment_complete(status) || c.reason.as_deref() == Some(TIMED_OUT) {
+            return None;
+        }
+        let since = c.last_update_time.as_ref()?.0;
+        let due = since + SignedDuration::from_secs(i64::from(deadline));
+        let after = Duration::try_from(due.duration_since(self.now)).unwrap_or_default();
+        Some(if after < Duration::from_secs(1) {
+            Duration::ZERO
+        } else {
+            after + Duration::from_secs(1)
+        })
+    }
+}
+
+fn available(rs: &ReplicaSet) -> i32 {
+    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+}
+
+/// Some replica moved forward: more updated, fewer old, more ready or more available.
+fn progressing(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
+    let v = |x: Option<i32>| x.unwrap_or(0);
+    let old_olds = v(old.replicas) - v(old.updated_replicas);
+    let new_olds = v(new.replicas) - v(new.updated_replicas);
+    v(new.updated_replicas) > v(old.updated_replicas)
+        || new_olds < old_olds
+        || v(new.ready_replicas) > v(old.ready_replicas)
+        || v(new.available_replicas) > v(old.available_replicas)
+}
+
+pub fn condition<'s>(status: &'s DeploymentStatus, type_: &str) -> Option<&'s DeploymentCondition> {
+    status.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+}
+
+fn new_condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> DeploymentCondition {
+    DeploymentCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_update_time: Some(Time(now)),
+        last_transition_time: Some(Time(now)),
+    }
+}
+
+/// Kubernetes' `SetDeploymentCondition`: same status and reason → keep the existing one untouched; same status →
+/// keep its transition time.
+fn set_condition(status: &mut DeploymentStatus, mut c: DeploymentCondition) {
+    if let Some(current) = condition(status, &c.type_) {
+        if current.status == c.status && current.reason == c.reason {
+            return;
+        }
+        if current.status == c.status {
+            c.last_transition_time = current.last_transition_time.clone();
+        }
+    }
+    remove_condition(status, &c.type_);
+    status.conditions.get_or_insert_with(Vec::new).push(c);
+}
+
+fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
+    if let Some(conditions) = status.conditions.as_mut() {
+        conditions.retain(|c| c.type_ != type_);
+    }
+}
