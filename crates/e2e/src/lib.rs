@@ -263,6 +263,22 @@ impl Cluster {
         self.kubectl_with_stdin(args, Some(input))
     }
 
+    /// Runs another kubectl binary (`kubectl.1.27` …) the same way as [`Cluster::kubectl`].
+    pub fn kubectl_version(&self, program: &Path, args: &[&str]) -> Output {
+        let mut cmd = self.kubectl_command(args);
+        let mut versioned = Command::new(program);
+        versioned
+            .args(cmd.get_args())
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECONFIG");
+        collect(
+            versioned
+                .stdin(Stdio::null())
+                .output()
+                .unwrap_or_else(|e| panic!("running {}: {e}", program.display())),
+        )
+    }
+
     fn kubectl_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("kubectl");
         cmd.arg("--kubeconfig")
@@ -290,12 +306,7 @@ impl Cluster {
             let mut stdin = child.stdin.take().expect("kubectl stdin");
             stdin.write_all(input.as_bytes()).expect("writing kubectl stdin");
         }
-        let out = child.wait_with_output().expect("waiting for kubectl");
-        Output {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code(),
-        }
+        collect(child.wait_with_output().expect("waiting for kubectl"))
     }
 
     /// Starts a long-running kubectl (`get -w`, `logs -f`) whose stdout lines can be awaited.
@@ -329,12 +340,41 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("running {program}: {e}"));
-        Output {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code(),
-        }
+        collect(out)
     }
+}
+
+fn collect(out: std::process::Output) -> Output {
+    Output {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+/// The versioned kubectl binaries (`kubectl.1.27` … `kubectl.1.33`) installed beside the `kubectl`
+/// dispatcher, oldest first; empty when kubectl is a plain binary.
+pub fn versioned_kubectls() -> Vec<PathBuf> {
+    let Ok(dispatcher) = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let path = PathBuf::from(String::from_utf8_lossy(&dispatcher.stdout).trim());
+    let Some(dir) = path.parent().and_then(|d| std::fs::read_dir(d).ok()) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u32, PathBuf)> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let minor = name.strip_prefix("kubectl.1.")?.parse().ok()?;
+            Some((minor, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
 impl Drop for Cluster {

@@ -863,4 +863,120 @@ on_both_datastores!(
     get_all,
     bad_input_is_reported,
     objects_survive_a_restart,
+    tables_for_pods_endpoints_and_secrets,
 );
+
+fn tables_for_pods_endpoints_and_secrets(c: &Cluster) {
+    c.kubectl(&["run", "p1", "--image=busybox:1.36", "--labels=app=p"])
+        .ok();
+    let wide = c.kubectl(&["get", "pods", "-o", "wide"]);
+    assert_eq!(
+        table(wide.ok())[0],
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
+        ]
+    );
+    let p1 = row(wide.ok(), "p1");
+    assert_eq!(&p1[..4], ["p1", "0/1", "Pending", "0"]);
+    assert_eq!(&p1[5..], ["<none>", "<none>", "<none>", "<none>"]);
+
+    // The `kubernetes` Endpoints name the API server's own address.
+    let endpoints = c.kubectl(&["get", "endpoints", "kubernetes"]);
+    let port = c.url().rsplit(':').next().unwrap();
+    assert!(
+        row(endpoints.ok(), "kubernetes")[1].ends_with(&format!(":{port}")),
+        "{}",
+        endpoints.stdout
+    );
+
+    c.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "two",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ])
+    .ok();
+    let secrets = c.kubectl(&["get", "secrets"]);
+    assert_eq!(table(secrets.ok())[0], ["NAME", "TYPE", "DATA", "AGE"]);
+    assert_eq!(&row(secrets.ok(), "two")[1..3], ["Opaque", "2"]);
+    let ages: Vec<String> = table(secrets.ok())[1..].iter().map(|r| r[3].clone()).collect();
+    assert!(
+        ages.iter().all(|a| a.ends_with('s') || a.ends_with('m')),
+        "ages like 5s: {ages:?}"
+    );
+}
+
+/// kubectl 1.27 … 1.33 (the dispatcher runs the one matching the server's minor; the others must work too):
+/// protobuf creates, tables, strict apply, scale, JSON output and delete. Every version runs every step;
+/// the failure lists each version's first failing step.
+#[test]
+fn every_installed_kubectl_version() {
+    let versions = rkube_e2e::versioned_kubectls();
+    if versions.is_empty() {
+        eprintln!("SKIPPED every_installed_kubectl_version: kubectl is not the versioned dispatcher here");
+        return;
+    }
+    let c = Cluster::start(Datastore::Embedded);
+    let mut failures = Vec::new();
+    for (i, kubectl) in versions.iter().enumerate() {
+        let v = kubectl.file_name().unwrap().to_string_lossy().into_owned();
+        if let Err(step) = one_kubectl_version(&c, kubectl, &format!("web{i}")) {
+            failures.push(format!("{v}: {step}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failing kubectl versions:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn one_kubectl_version(c: &Cluster, kubectl: &std::path::Path, name: &str) -> Result<(), String> {
+    let run = |args: &[&str], expect: &dyn Fn(&str) -> bool| {
+        let out = c.kubectl_version(kubectl, args);
+        if out.code == Some(0) && expect(&out.stdout) {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "`kubectl {}` printed {:?} / {:?}",
+                args.join(" "),
+                out.stdout.trim(),
+                out.stderr.trim()
+            ))
+        }
+    };
+    run(&["create", "deployment", name, "--image=nginx:1.25"], &|o| {
+        o.trim() == format!("deployment.apps/{name} created")
+    })?;
+    run(&["get", "deployment", name], &|o| row(o, name)[1] == "0/1")?;
+    let applied = format!("{name}-applied");
+    let file = c.write_file(
+        &format!("{name}.yaml"),
+        &DEPLOYMENT.replace("name: web", &format!("name: {applied}")),
+    );
+    run(&["apply", "-f", file.to_str().unwrap()], &|o| {
+        o.trim() == format!("deployment.apps/{applied} created")
+    })?;
+    run(&["scale", "deployment", name, "--replicas=2"], &|o| {
+        o.contains("scaled")
+    })?;
+    run(&["get", "deployment", name, "-o", "json"], &|o| {
+        json(o)["spec"]["replicas"] == 2
+    })?;
+    run(&["delete", "deployment", name], &|o| {
+        o.contains(&format!("deployment.apps \"{name}\" deleted"))
+    })?;
+    Ok(())
+}
