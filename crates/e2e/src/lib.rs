@@ -265,7 +265,7 @@ impl Cluster {
 
     /// Runs another kubectl binary (`kubectl.1.27` …) the same way as [`Cluster::kubectl`].
     pub fn kubectl_version(&self, program: &Path, args: &[&str]) -> Output {
-        let mut cmd = self.kubectl_command(args);
+        let cmd = self.kubectl_command(args);
         let mut versioned = Command::new(program);
         versioned
             .args(cmd.get_args())
