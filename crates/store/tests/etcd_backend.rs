@@ -706,7 +706,7 @@ async fn progress_marks_hold_under_bursty_load() {
             tokio::spawn(async move {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let key = if (i + w) % 4 == 0 {
+                    let key = if (i + w).is_multiple_of(4) {
                         format!("/w/{w}-{i}")
                     } else {
                         format!("/x/{w}-{i}")
@@ -718,7 +718,7 @@ async fn progress_marks_hold_under_bursty_load() {
                             .unwrap(),
                     );
                     i += 1;
-                    if i % 20 == 0 {
+                    if i.is_multiple_of(20) {
                         // A pause between bursts lets the watch go idle, which is when progress is asked for.
                         tokio::time::sleep(Duration::from_millis(3 + i % 7)).await;
                     }
