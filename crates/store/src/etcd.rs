@@ -10,6 +10,10 @@
 //! - a background compactor, like kube-apiserver's, compacts every [`EtcdOptions::compaction_interval`] to
 //!   the revision it saw one interval earlier, so at least one interval of history is kept.
 //!
+//! Operating note: a watch started at a past revision gets idle progress marks only once etcd has sent it
+//! one of its own progress notifications, so run etcd with `--experimental-watch-progress-notify-interval`
+//! of a few seconds (its default is 10 minutes). Watches from "now" get them at once.
+//!
 //! etcd 3.4 has no call that returns the compacted revision. [`EtcdBackend`] remembers the highest one it
 //! has seen (its own compactions, compaction errors, cancelled watches) and, when a read at that revision
 //! fails as compacted, asks etcd by opening a watch at revision 1, which etcd cancels at once with the
