@@ -144,3 +144,64 @@ fn runs_on_etcd() {
         "no embedded store when etcd is used"
     );
 }
+
+#[test]
+fn sigterm_with_an_open_watch_still_exits() {
+    let mut c = Cluster::start(Datastore::Embedded);
+    let mut watch = c.kubectl_stream(&["get", "configmaps", "-w"]);
+    c.kubectl(&["create", "configmap", "watched", "--from-literal=a=1"])
+        .ok();
+    watch.wait_for_line(&["watched"], std::time::Duration::from_secs(30));
+    assert!(
+        c.stop(),
+        "the server exits 0 on SIGTERM with a watch open:\n{}",
+        c.server_log_tail()
+    );
+}
+
+/// What ALPN and certificate a TLS client gets: kubectl and client-go speak HTTP/2, the Python client
+/// HTTP/1.1; both must be offered, with a leaf certificate valid for 127.0.0.1 that chains to the CA.
+#[tokio::test]
+async fn tls_offers_h2_and_http11_with_a_leaf_certificate() {
+    use std::sync::Arc;
+
+    let c = tokio::task::spawn_blocking(|| Cluster::start(Datastore::Embedded))
+        .await
+        .unwrap();
+    let ca_pem = std::fs::read(c.data_dir().join("tls/ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let roots = Arc::new(roots);
+    let addr = c.url().strip_prefix("https://").unwrap().to_string();
+    for (alpn, want) in [
+        (vec![b"h2".to_vec(), b"http/1.1".to_vec()], b"h2".as_slice()),
+        (vec![b"http/1.1".to_vec()], b"http/1.1"),
+    ] {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("the leaf verifies against the cluster CA for 127.0.0.1");
+        let (_, session) = tls.get_ref();
+        assert_eq!(session.alpn_protocol(), Some(want));
+        let chain = session.peer_certificates().unwrap();
+        assert!(chain.len() >= 2, "the server sends its leaf and the CA");
+        assert_ne!(
+            chain[0].as_ref(),
+            chain[1].as_ref(),
+            "the serving certificate is not the CA"
+        );
+    }
+    tokio::task::spawn_blocking(move || drop(c)).await.unwrap();
+}
