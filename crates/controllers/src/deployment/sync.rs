@@ -955,3 +955,638 @@ fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
         conditions.retain(|c| c.type_ != type_);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::testing::ts;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    fn template(image: &str) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "web".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn deployment(replicas: i32, image: &str) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                uid: Some("d-uid".into()),
+                generation: Some(1),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                selector: LabelSelector {
+                    match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                    ..Default::default()
+                },
+                template: template(image),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn rolling(mut d: Deployment, surge: IntOrString, unavailable: IntOrString) -> Deployment {
+        d.spec.as_mut().unwrap().strategy = Some(DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_surge: Some(surge),
+                max_unavailable: Some(unavailable),
+            }),
+        });
+        d
+    }
+
+    /// A tiny cluster: applies plans like the API server would, and plays the ReplicaSet controller with pods
+    /// that become available one step after they are created.
+    struct Cluster {
+        d: Deployment,
+        rss: Vec<ReplicaSet>,
+        pods: Vec<Pod>,
+        clock: i64,
+        next_uid: u32,
+        events: Vec<String>,
+    }
+
+    impl Cluster {
+        fn new(d: Deployment) -> Self {
+            Cluster {
+                d,
+                rss: Vec::new(),
+                pods: Vec::new(),
+                clock: 0,
+                next_uid: 0,
+                events: Vec::new(),
+            }
+        }
+
+        fn now(&self) -> Timestamp {
+            ts(self.clock)
+        }
+
+        fn sync(&mut self) -> Plan {
+            let rss: Vec<&ReplicaSet> = self.rss.iter().collect();
+            let pods: Vec<&Pod> = self.pods.iter().collect();
+            let plan = plan(&self.d, &rss, &pods, self.now());
+            for action in plan.actions.clone() {
+                self.apply(action);
+            }
+            plan
+        }
+
+        fn apply(&mut self, action: Action) {
+            match action {
+                Action::AdoptReplicaSet(r) => {
+                    let rs = self
+                        .rss
+                        .iter_mut()
+                        .find(|rs| rs.metadata.uid.as_deref() == Some(&r.uid))
+                        .unwrap();
+                    rs.metadata.owner_references = Some(vec![OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: "Deployment".into(),
+                        name: "web".into(),
+                        uid: "d-uid".into(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    }]);
+                }
+                Action::ReleaseReplicaSet(r) => {
+                    let rs = self
+                        .rss
+                        .iter_mut()
+                        .find(|rs| rs.metadata.uid.as_deref() == Some(&r.uid))
+                        .unwrap();
+                    rs.metadata.owner_references = None;
+                }
+                Action::CreateReplicaSet(rs) => {
+                    let mut rs = *rs;
+                    assert!(
+                        !self.rss.iter().any(|o| o.metadata.name == rs.metadata.name),
+                        "name taken"
+                    );
+                    self.next_uid += 1;
+                    rs.metadata.uid = Some(format!("rs-{}", self.next_uid));
+                    rs.metadata.creation_timestamp = Some(Time(ts(self.clock)));
+                    rs.metadata.generation = Some(1);
+                    self.rss.push(rs);
+                }
+                Action::UpdateReplicaSet(rs) => {
+                    let slot = self
+                        .rss
+                        .iter_mut()
+                        .find(|o| o.metadata.name == rs.metadata.name)
+                        .unwrap();
+                    let status = slot.status.clone();
+                    *slot = *rs;
+                    slot.status = status;
+                }
+                Action::DeleteReplicaSet(r) => {
+                    self.rss.retain(|rs| rs.metadata.uid.as_deref() != Some(&r.uid))
+                }
+                Action::UpdateAnnotations(a) => self.d.metadata.annotations = Some(a),
+                Action::UpdateStatus(s) => self.d.status = Some(*s),
+                Action::Record(e) => self.events.push(e.message),
+            }
+        }
+
+        /// The ReplicaSet controller: pods follow spec.replicas; pods that existed before this step are
+        /// available, new ones are not yet.
+        fn settle(&mut self) {
+            self.clock += 1;
+            for rs in &mut self.rss {
+                let spec = util::rs_replicas(rs);
+                let status = rs.status.get_or_insert_with(Default::default);
+                let had = status.replicas;
+                status.replicas = spec;
+                status.available_replicas = Some(had.min(spec));
+                status.ready_replicas = status.available_replicas;
+                status.observed_generation = rs.metadata.generation;
+            }
+        }
+
+        fn by_image(&self, image: &str) -> &ReplicaSet {
+            self.rss
+                .iter()
+                .find(|rs| {
+                    let t = rs.spec.as_ref().unwrap().template.as_ref().unwrap();
+                    t.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image)
+                })
+                .unwrap_or_else(|| panic!("no ReplicaSet for {image}"))
+        }
+
+        fn status(&self) -> DeploymentStatus {
+            self.d.status.clone().unwrap_or_default()
+        }
+
+        fn complete(&self) -> bool {
+            let s = self.status();
+            let n = util::replicas(&self.d);
+            s.updated_replicas == Some(n)
+                && s.replicas == Some(n)
+                && s.available_replicas == Some(n)
+                && s.observed_generation == self.d.metadata.generation
+        }
+
+        /// Sync and settle until complete, checking the rolling-update bounds after every step.
+        fn roll_out(&mut self, max_surge: i32, max_unavailable: i32) -> usize {
+            let desired = util::replicas(&self.d);
+            for step in 0..100 {
+                self.sync();
+                let total: i32 = self.rss.iter().map(util::rs_replicas).sum();
+                assert!(
+                    total <= desired + max_surge,
+                    "step {step}: {total} pods exceed the surge bound"
+                );
+                self.settle();
+                let available: i32 = self.rss.iter().map(available).sum();
+                assert!(
+                    available >= desired - max_unavailable,
+                    "step {step}: only {available} available, below {desired} - {max_unavailable}"
+                );
+                if self.complete() && self.rss.iter().filter(|rs| util::rs_replicas(rs) > 0).count() == 1 {
+                    self.sync();
+                    return step;
+                }
+            }
+            panic!("rollout did not finish: {:#?}", self.status());
+        }
+
+        fn set_image(&mut self, image: &str) {
+            let spec = self.d.spec.as_mut().unwrap();
+            spec.template.spec.as_mut().unwrap().containers[0].image = Some(image.into());
+            self.bump_generation();
+        }
+
+        fn bump_generation(&mut self) {
+            self.d.metadata.generation = Some(self.d.metadata.generation.unwrap() + 1);
+        }
+    }
+
+    fn annotation(rs: &ReplicaSet, key: &str) -> Option<String> {
+        rs.metadata.annotations.as_ref()?.get(key).cloned()
+    }
+
+    fn condition_reason(s: &DeploymentStatus, type_: &str) -> Option<String> {
+        condition(s, type_)?.reason.clone()
+    }
+
+    /// A fresh Deployment, rolled out to completion with all pods available.
+    fn rolled_out(d: Deployment) -> Cluster {
+        let mut c = Cluster::new(d);
+        for _ in 0..20 {
+            c.sync();
+            c.settle();
+            if c.complete() {
+                break;
+            }
+        }
+        c.sync();
+        assert!(c.complete(), "initial rollout: {:#?}", c.status());
+        c
+    }
+
+    #[test]
+    fn first_sync_creates_the_hashed_replica_set_with_revision_1() {
+        let mut c = Cluster::new(deployment(3, "nginx:1.25"));
+        c.sync();
+        assert_eq!(c.rss.len(), 1);
+        let rs = &c.rss[0];
+        let hash = util::pod_template_hash(&template("nginx:1.25"), None);
+        assert_eq!(rs.metadata.name.as_deref(), Some(format!("web-{hash}").as_str()));
+        let tmpl_labels = rs
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .as_ref()
+            .unwrap()
+            .metadata
+            .as_ref()
+            .unwrap();
+        assert_eq!(tmpl_labels.labels.as_ref().unwrap()[POD_TEMPLATE_HASH], hash);
+        assert_eq!(
+            rs.spec.as_ref().unwrap().selector.match_labels.as_ref().unwrap()[POD_TEMPLATE_HASH],
+            hash
+        );
+        assert_eq!(
+            util::rs_replicas(rs),
+            3,
+            "25% surge of 3 rounds up to 1, but nothing old is running"
+        );
+        assert_eq!(annotation(rs, REVISION).as_deref(), Some("1"));
+        assert_eq!(annotation(rs, util::DESIRED_REPLICAS).as_deref(), Some("3"));
+        assert_eq!(annotation(rs, util::MAX_REPLICAS).as_deref(), Some("4"));
+        assert_eq!(c.d.metadata.annotations.as_ref().unwrap()[REVISION], "1");
+        assert_eq!(
+            c.events,
+            [format!("Scaled up replica set web-{hash} from 0 to 3")]
+        );
+        let status = c.status();
+        assert_eq!(
+            condition_reason(&status, "Progressing").as_deref(),
+            Some(NEW_RS_CREATED)
+        );
+        assert_eq!(
+            condition_reason(&status, "Available").as_deref(),
+            Some(MIN_UNAVAILABLE)
+        );
+        assert_eq!(status.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn rolling_update_runs_from_start_to_finish_within_bounds() {
+        let d = rolling(
+            deployment(4, "nginx:1.25"),
+            IntOrString::Int(1),
+            IntOrString::Int(1),
+        );
+        let mut c = rolled_out(d);
+        assert_eq!(
+            condition_reason(&c.status(), "Progressing").as_deref(),
+            Some(NEW_RS_AVAILABLE)
+        );
+        assert_eq!(
+            condition_reason(&c.status(), "Available").as_deref(),
+            Some(MIN_AVAILABLE)
+        );
+        c.events.clear();
+
+        c.set_image("nginx:1.26");
+        c.roll_out(1, 1);
+        let old = c.by_image("nginx:1.25");
+        let new = c.by_image("nginx:1.26");
+        assert_eq!(
+            util::rs_replicas(old),
+            0,
+            "old ReplicaSet kept at zero for rollback"
+        );
+        assert_eq!(util::rs_replicas(new), 4);
+        assert_eq!(annotation(new, REVISION).as_deref(), Some("2"));
+        assert_eq!(c.d.metadata.annotations.as_ref().unwrap()[REVISION], "2");
+        let s = c.status();
+        assert_eq!(
+            (s.replicas, s.updated_replicas, s.available_replicas),
+            (Some(4), Some(4), Some(4))
+        );
+        assert_eq!(s.unavailable_replicas, Some(0));
+        let progressing = condition(&s, "Progressing").unwrap();
+        assert_eq!(progressing.reason.as_deref(), Some(NEW_RS_AVAILABLE));
+        let new_name = new.metadata.name.clone().unwrap();
+        assert_eq!(
+            progressing.message.as_deref(),
+            Some(format!("ReplicaSet \"{new_name}\" has successfully progressed.").as_str())
+        );
+        assert_eq!(
+            c.events[0],
+            format!("Scaled up replica set {new_name} from 0 to 1"),
+            "{:?}",
+            c.events
+        );
+        assert!(
+            c.events
+                .iter()
+                .any(|e| e.starts_with("Scaled down replica set web-") && e.ends_with("from 4 to 3"))
+        );
+    }
+
+    #[test]
+    fn percentages_bound_a_larger_rollout() {
+        // 10 replicas, 25%/25%: surge 3 (rounded up), unavailable 2 (rounded down).
+        let d = rolling(
+            deployment(10, "nginx:1.25"),
+            IntOrString::String("25%".into()),
+            IntOrString::String("25%".into()),
+        );
+        let mut c = rolled_out(d);
+        c.set_image("nginx:1.26");
+        let steps = c.roll_out(3, 2);
+        assert!(steps >= 2, "a bounded rollout takes several steps, took {steps}");
+        assert_eq!(util::rs_replicas(c.by_image("nginx:1.26")), 10);
+    }
+
+    #[test]
+    fn surge_only_rollout_never_drops_below_desired() {
+        let d = rolling(
+            deployment(3, "nginx:1.25"),
+            IntOrString::Int(1),
+            IntOrString::Int(0),
+        );
+        let mut c = rolled_out(d);
+        c.set_image("nginx:1.26");
+        c.roll_out(1, 0);
+        assert_eq!(util::rs_replicas(c.by_image("nginx:1.26")), 3);
+    }
+
+    #[test]
+    fn recreate_scales_old_to_zero_and_waits_for_old_pods() {
+        let mut d = deployment(3, "nginx:1.25");
+        d.spec.as_mut().unwrap().strategy = Some(DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            ..Default::default()
+        });
+        let mut c = rolled_out(d);
+        c.set_image("nginx:1.26");
+        c.sync();
+        assert_eq!(
+            c.rss.len(),
+            1,
+            "no new ReplicaSet while the old one still has replicas"
+        );
+        assert_eq!(util::rs_replicas(&c.rss[0]), 0);
+        // The old ReplicaSet's status still shows its pods until they are gone.
+        c.sync();
+        assert_eq!(c.rss.len(), 1);
+        c.settle();
+        // A terminating pod of the old ReplicaSet still blocks.
+        let mut old_pod = crate::pod::testing::running(crate::pod::testing::pod("old", &[("app", "web")]));
+        old_pod.metadata.owner_references = Some(vec![OwnerReference {
+            uid: c.rss[0].metadata.uid.clone().unwrap(),
+            controller: Some(true),
+            kind: "ReplicaSet".into(),
+            ..Default::default()
+        }]);
+        c.pods.push(old_pod);
+        c.sync();
+        assert_eq!(c.rss.len(), 1, "an old pod is still running");
+        c.pods.clear();
+        c.sync();
+        let new = c.by_image("nginx:1.26");
+        assert_eq!(
+            util::rs_replicas(new),
+            3,
+            "Recreate starts the new revision at full size"
+        );
+        assert_eq!(annotation(new, REVISION).as_deref(), Some("2"));
+        c.settle();
+        c.settle();
+        c.sync();
+        assert!(c.complete());
+    }
+
+    #[test]
+    fn rollback_readopts_the_old_replica_set_with_revision_max_plus_one() {
+        let d = rolling(
+            deployment(2, "nginx:1.25"),
+            IntOrString::Int(1),
+            IntOrString::Int(0),
+        );
+        let mut c = rolled_out(d);
+        c.set_image("nginx:1.26");
+        c.roll_out(1, 0);
+        let v1_name = c.by_image("nginx:1.25").metadata.name.clone();
+
+        // `kubectl rollout undo`: the template goes back to v1's (without pod-template-hash).
+        c.set_image("nginx:1.25");
+        c.roll_out(1, 0);
+        assert_eq!(c.rss.len(), 2, "no third ReplicaSet: the v1 one is reused");
+        let v1 = c.by_image("nginx:1.25");
+        assert_eq!(v1.metadata.name, v1_name);
+        assert_eq!(annotation(v1, REVISION).as_deref(), Some("3"));
+        assert_eq!(annotation(v1, util::REVISION_HISTORY).as_deref(), Some("1"));
+        assert_eq!(util::rs_replicas(v1), 2);
+        assert_eq!(util::rs_replicas(c.by_image("nginx:1.26")), 0);
+        assert_eq!(c.d.metadata.annotations.as_ref().unwrap()[REVISION], "3");
+    }
+
+    #[test]
+    fn revision_history_limit_deletes_oldest_scaled_down_replica_sets() {
+        let d = rolling(deployment(1, "v1"), IntOrString::Int(1), IntOrString::Int(0));
+        let mut c = rolled_out(d);
+        for image in ["v2", "v3", "v4"] {
+            c.set_image(image);
+            c.roll_out(1, 0);
+        }
+        assert_eq!(c.rss.len(), 4, "default limit (10) keeps everything");
+        c.d.spec.as_mut().unwrap().revision_history_limit = Some(1);
+        c.sync();
+        let mut left: Vec<String> = c.rss.iter().map(|rs| annotation(rs, REVISION).unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["3", "4"], "the two lowest old revisions are deleted");
+    }
+
+    #[test]
+    fn scaling_mid_rollout_is_proportional() {
+        let d = rolling(deployment(10, "v1"), IntOrString::Int(3), IntOrString::Int(2));
+        let mut c = rolled_out(d);
+        c.set_image("v2");
+        c.sync();
+        c.settle();
+        let before: Vec<i32> = ["v1", "v2"]
+            .iter()
+            .map(|i| util::rs_replicas(c.by_image(i)))
+            .collect();
+        // New ReplicaSet created at the surge (3), old scaled down by maxUnavailable (2): 8 + 3.
+        assert_eq!(before, [8, 3]);
+        c.events.clear();
+        c.d.spec.as_mut().unwrap().replicas = Some(20);
+        c.bump_generation();
+        c.sync();
+        let after: Vec<i32> = ["v1", "v2"]
+            .iter()
+            .map(|i| util::rs_replicas(c.by_image(i)))
+            .collect();
+        assert_eq!(
+            after.iter().sum::<i32>(),
+            23,
+            "new total = 20 + surge 3: {after:?}"
+        );
+        for (b, a) in before.iter().zip(&after) {
+            assert!(*a > *b, "both revisions grow: {before:?} -> {after:?}");
+        }
+        for rs in &c.rss {
+            assert_eq!(annotation(rs, util::DESIRED_REPLICAS).as_deref(), Some("20"));
+        }
+        assert!(
+            c.events.iter().all(|e| e.starts_with("Scaled up replica set")),
+            "{:?}",
+            c.events
+        );
+    }
+
+    #[test]
+    fn plain_scale_resizes_the_only_active_replica_set() {
+        let mut c = rolled_out(deployment(2, "v1"));
+        c.events.clear();
+        c.d.spec.as_mut().unwrap().replicas = Some(5);
+        c.bump_generation();
+        c.sync();
+        let name = c.rss[0].metadata.name.clone().unwrap();
+        assert_eq!(util::rs_replicas(&c.rss[0]), 5);
+        assert_eq!(c.events, [format!("Scaled up replica set {name} from 2 to 5")]);
+    }
+
+    #[test]
+    fn paused_deployments_do_not_roll_out() {
+        let mut c = rolled_out(deployment(2, "v1"));
+        c.d.spec.as_mut().unwrap().paused = Some(true);
+        c.set_image("v2");
+        c.sync();
+        assert_eq!(c.rss.len(), 1, "no new ReplicaSet while paused");
+        let s = c.status();
+        assert_eq!(condition_reason(&s, "Progressing").as_deref(), Some(PAUSED));
+        assert_eq!(s.observed_generation, Some(2));
+        c.d.spec.as_mut().unwrap().paused = Some(false);
+        c.bump_generation();
+        c.sync();
+        assert_eq!(c.rss.len(), 2, "resumed: the rollout starts");
+    }
+
+    #[test]
+    fn progress_deadline_exceeded_when_nothing_moves() {
+        let mut d = deployment(2, "v1");
+        d.spec.as_mut().unwrap().progress_deadline_seconds = Some(30);
+        let mut c = Cluster::new(d);
+        c.sync();
+        // Pods never become available (no settle); time passes.
+        let plan = c.sync();
+        assert_eq!(
+            plan.requeue_after,
+            Some(Duration::from_secs(31)),
+            "resync when the deadline passes"
+        );
+        c.clock += 31;
+        c.sync();
+        let s = c.status();
+        let p = condition(&s, "Progressing").unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_deref()),
+            ("False", Some(TIMED_OUT))
+        );
+    }
+
+    #[test]
+    fn hash_collision_raises_the_collision_count() {
+        let d = deployment(1, "v1");
+        let hash = util::pod_template_hash(&d.spec.as_ref().unwrap().template, None);
+        let squatter = ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(format!("web-{hash}")),
+                namespace: Some("default".into()),
+                uid: Some("other".into()),
+                labels: Some([("app".to_string(), "other".to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(ReplicaSetSpec::default()),
+            status: None,
+        };
+        let mut c = Cluster::new(d);
+        c.rss.push(squatter);
+        let plan = c.sync();
+        assert_eq!(c.status().collision_count, Some(1));
+        assert_eq!(plan.requeue_after, Some(Duration::ZERO));
+        c.sync();
+        let other_hash = util::pod_template_hash(&c.d.spec.as_ref().unwrap().template, Some(1));
+        assert!(
+            c.rss
+                .iter()
+                .any(|rs| rs.metadata.name.as_deref() == Some(format!("web-{other_hash}").as_str()))
+        );
+    }
+
+    #[test]
+    fn orphan_replica_sets_are_adopted_and_mismatched_ones_released() {
+        let mut c = rolled_out(deployment(1, "v1"));
+        c.rss[0].metadata.owner_references = None;
+        let plan = c.sync();
+        assert!(
+            matches!(plan.actions.first(), Some(Action::AdoptReplicaSet(_))),
+            "{:?}",
+            plan.actions
+        );
+        c.rss[0].metadata.labels = Some([("app".to_string(), "other".to_string())].into());
+        let plan = c.sync();
+        assert!(
+            matches!(plan.actions.first(), Some(Action::ReleaseReplicaSet(_))),
+            "{:?}",
+            plan.actions
+        );
+    }
+
+    #[test]
+    fn rollout_restart_annotation_makes_a_new_revision() {
+        let mut c = rolled_out(rolling(
+            deployment(2, "v1"),
+            IntOrString::Int(1),
+            IntOrString::Int(0),
+        ));
+        let t = &mut c.d.spec.as_mut().unwrap().template;
+        t.metadata.as_mut().unwrap().annotations = Some(
+            [(
+                "kubectl.kubernetes.io/restartedAt".to_string(),
+                "2026-11-26T02:00:00Z".to_string(),
+            )]
+            .into(),
+        );
+        c.bump_generation();
+        c.roll_out(1, 0);
+        assert_eq!(c.rss.len(), 2);
+        assert_eq!(c.d.metadata.annotations.as_ref().unwrap()[REVISION], "2");
+    }
+
+    #[test]
+    fn steady_state_sync_writes_nothing() {
+        let mut c = rolled_out(deployment(3, "v1"));
+        let plan = c.sync();
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+        assert_eq!(plan.requeue_after, None);
+    }
+}
