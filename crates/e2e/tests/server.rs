@@ -205,3 +205,86 @@ async fn tls_offers_h2_and_http11_with_a_leaf_certificate() {
     }
     tokio::task::spawn_blocking(move || drop(c)).await.unwrap();
 }
+
+fn rkube(args: &[&str], dir: &std::path::Path) -> rkube_e2e::Output {
+    let out = std::process::Command::new(rkube_e2e::rkube_binary())
+        .args(args)
+        .env("RKUBE_LOG", "warn")
+        .current_dir(dir)
+        .output()
+        .expect("running rkube");
+    rkube_e2e::Output {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
+#[test]
+fn bad_flags_fail_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let base = [
+        "server",
+        "--data-dir",
+        data,
+        "--listen",
+        "127.0.0.1:0",
+        "--disable-agent",
+    ];
+
+    let cidr = rkube(
+        &[&base[..], &["--service-cidr", "10.43.0.0/99"]].concat(),
+        dir.path(),
+    );
+    assert_eq!(cidr.code, Some(1));
+    assert!(
+        cidr.stderr
+            .contains("--service-cidr \"10.43.0.0/99\" is not a CIDR"),
+        "{}",
+        cidr.stderr
+    );
+
+    let store = rkube(
+        &[&base[..], &["--datastore-endpoint", "mysql://db"]].concat(),
+        dir.path(),
+    );
+    assert_eq!(store.code, Some(1));
+    assert!(
+        store.stderr.contains("invalid datastore endpoint \"mysql://db\""),
+        "{}",
+        store.stderr
+    );
+
+    let duration = rkube(
+        &[&base[..], &["--node-monitor-grace-period", "fifty"]].concat(),
+        dir.path(),
+    );
+    assert_eq!(duration.code, Some(2), "clap usage error");
+    assert!(
+        duration.stderr.contains("invalid duration \"fifty\""),
+        "{}",
+        duration.stderr
+    );
+}
+
+#[test]
+fn a_link_named_kubectl_is_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("kubectl");
+    std::os::unix::fs::symlink(rkube_e2e::rkube_binary(), &link).unwrap();
+    let out = std::process::Command::new(&link)
+        .args(["get", "pods"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rkube kubectl is not implemented yet"));
+    let sub = rkube(&["kubectl", "get", "pods"], dir.path());
+    assert_eq!(sub.code, Some(1));
+    assert!(
+        sub.stderr.contains("rkube kubectl is not implemented yet"),
+        "{}",
+        sub.stderr
+    );
+}
