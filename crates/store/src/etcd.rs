@@ -10,9 +10,10 @@
 //! - a background compactor, like kube-apiserver's, compacts every [`EtcdOptions::compaction_interval`] to
 //!   the revision it saw one interval earlier, so at least one interval of history is kept.
 //!
-//! Operating note: a watch started at a past revision gets idle progress marks only once etcd has sent it
-//! one of its own progress notifications, so run etcd with `--experimental-watch-progress-notify-interval`
-//! of a few seconds (its default is 10 minutes). Watches from "now" get them at once.
+//! Operating note: a watch started at a past revision gets idle progress marks only once it is known to
+//! have caught up — it received a live event, or one of etcd's own progress notifications. For a prefix
+//! that stays quiet, run etcd with `--experimental-watch-progress-notify-interval` of a few seconds (its
+//! default is 10 minutes). Watches from "now" get marks at once.
 //!
 //! etcd 3.4 has no call that returns the compacted revision. [`EtcdBackend`] remembers the highest one it
 //! has seen (its own compactions, compaction errors, cancelled watches) and, when a read at that revision
@@ -718,8 +719,9 @@ enum End {
 /// Progress marks come from two places. etcd's periodic notifications (`progress_notify`, sent per
 /// watcher, in order with its events, only once the watcher has caught up) are passed on as they come.
 /// When the consumer asked for a shorter `progress_interval`, the task asks etcd for progress on a timer
-/// while the watch is idle. etcd before 3.4.24/3.5.8 answers such a request outside the watcher's event
-/// queue (with watch id -1), so the answer can overtake events of revisions it covers, and for a watcher
+/// while the watch is idle. etcd 3.4.23 (what we test with; later releases fixed it) answers such a
+/// request outside the watcher's event queue (with watch id -1), so the answer can overtake events of
+/// revisions it covers (`progress_marks_hold_under_bursty_load` saw it happen), and for a watcher
 /// still catching up on history it can be far ahead. So an answer is only used once the watcher is known
 /// to be caught up, and only after a second request's answer has arrived: by then etcd's send loop has had
 /// a whole round trip with nothing else to send but those queued events.
@@ -820,6 +822,12 @@ impl WatchTask {
             let last = events.last().map(|e| e.kv.mod_revision).unwrap_or(revision);
             self.deliver(WatchMessage::Events(events)).await?;
             self.last_delivered = self.last_delivered.max(last);
+            // etcd stamps a batch of history with the store revision it read up to, and a live event with
+            // its own revision; a batch that ends at its stamp has caught up, after which etcd keeps the
+            // watcher in its synced group.
+            if revision == last {
+                self.synced = true;
+            }
             return Ok(());
         }
         if response.watch_id() >= 0 {
