@@ -1,7 +1,10 @@
 //! What clients read from the generated documents: kubectl's `--validate=strict` probe, `kubectl explain`,
 //! client-side apply's merge keys, and the API server's unknown-field check.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, rbac};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, discovery, events, networking, node, policy, rbac,
+    scheduling, storage,
+};
 use rkube_openapi::{KindSchema, OpenApi};
 use schemars::JsonSchema;
 use serde_json::{Value, json};
@@ -109,6 +112,19 @@ fn served_kinds() -> Vec<KindSchema> {
         kind::<rbac::v1::RoleBinding>(true),
         kind::<rbac::v1::ClusterRole>(false),
         kind::<rbac::v1::ClusterRoleBinding>(false),
+        kind::<core::v1::PersistentVolume>(false),
+        kind::<core::v1::LimitRange>(true),
+        kind::<core::v1::ReplicationController>(true),
+        kind::<core::v1::PodTemplate>(true),
+        kind::<core::v1::ResourceQuota>(true),
+        kind::<apps::v1::ControllerRevision>(true),
+        kind::<autoscaling::v2::HorizontalPodAutoscaler>(true),
+        kind::<policy::v1::PodDisruptionBudget>(true),
+        kind::<networking::v1::Ingress>(true),
+        kind::<networking::v1::NetworkPolicy>(true),
+        kind::<scheduling::v1::PriorityClass>(false),
+        kind::<storage::v1::StorageClass>(false),
+        kind::<node::v1::RuntimeClass>(false),
     ]);
     all
 }
