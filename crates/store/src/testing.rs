@@ -21,7 +21,10 @@ const START_ATTEMPTS: usize = 5;
 /// Why a test etcd could not be started or asked.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Spawning etcd, creating the temp dir or reaching a port failed.
+    /// The etcd binary could not be run (not installed? `apt-get install etcd-server`).
+    #[error("cannot run {binary}: {source}")]
+    Spawn { binary: String, source: std::io::Error },
+    /// Creating the temp dir or finding free ports failed.
     #[error("test etcd: i/o: {0}")]
     Io(#[from] std::io::Error),
     /// etcd exited while starting; the tail of its log says why.
@@ -289,13 +292,17 @@ impl Drop for EtcdCluster {
 impl Member {
     fn spawn(&mut self) -> Result<()> {
         let binary = std::env::var_os("RKUBE_ETCD_BIN").unwrap_or_else(|| "/usr/bin/etcd".into());
-        let child = Command::new(binary)
+        let child = Command::new(&binary)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             // etcd writes only startup noise to stderr once `--log-outputs` points at a file.
             .stderr(Stdio::null())
-            .spawn()?;
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                binary: binary.to_string_lossy().into_owned(),
+                source,
+            })?;
         let watchdog = Command::new("/bin/sh")
             .arg("-c")
             .arg(WATCHDOG_SCRIPT)
