@@ -174,6 +174,90 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: DateTime<Utc>) -> Ve
                 o.age(),
             ]
         }
+        ("", "PodTemplate") => {
+            let t = |suffix: &str| -> String {
+                array(obj, "/template/spec/containers")
+                    .iter()
+                    .map(|c| s(c, suffix))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            vec![
+                o.name(),
+                t("/name").into(),
+                t("/image").into(),
+                label_map_string(obj.pointer("/template/metadata/labels")).into(),
+            ]
+        }
+        ("", "LimitRange") => vec![o.name(), o.created_at()],
+        ("autoscaling", "HorizontalPodAutoscaler") => hpa_cells(&o),
+        ("networking.k8s.io", "Ingress") => ingress_cells(&o),
+        ("networking.k8s.io", "IngressClass") => {
+            let params = match obj.pointer("/spec/parameters").filter(|p| p.is_object()) {
+                None => "<none>".to_string(),
+                Some(p) => {
+                    let kind = match s(p, "/apiGroup") {
+                        "" => s(p, "/kind").to_string(),
+                        group => format!("{}.{group}", s(p, "/kind")),
+                    };
+                    format!("{kind}/{}", s(p, "/name"))
+                }
+            };
+            vec![o.name(), o.str("/spec/controller").into(), params.into(), o.age()]
+        }
+        ("networking.k8s.io", "NetworkPolicy") => {
+            vec![
+                o.name(),
+                label_selector_string(obj.pointer("/spec/podSelector")).into(),
+                o.age(),
+            ]
+        }
+        ("node.k8s.io", "RuntimeClass") => vec![o.name(), o.str("/handler").into(), o.age()],
+        ("storage.k8s.io", "CSINode") => vec![o.name(), o.len("/spec/drivers").into(), o.age()],
+        ("storage.k8s.io", "VolumeAttachment") => vec![
+            o.name(),
+            o.str("/spec/attacher").into(),
+            o.str("/spec/source/persistentVolumeName").into(),
+            o.str("/spec/nodeName").into(),
+            obj.pointer("/status/attached")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .into(),
+            o.age(),
+        ],
+        ("storage.k8s.io", "CSIDriver") => {
+            let flag = |p: &str, default: bool| {
+                Value::from(obj.pointer(p).and_then(Value::as_bool).unwrap_or(default))
+            };
+            let audiences: Vec<&str> = array(obj, "/spec/tokenRequests")
+                .iter()
+                .map(|t| s(t, "/audience"))
+                .collect();
+            let modes: Vec<&str> = array(obj, "/spec/volumeLifecycleModes")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                o.name(),
+                flag("/spec/attachRequired", true),
+                flag("/spec/podInfoOnMount", false),
+                flag("/spec/storageCapacity", false),
+                if audiences.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    audiences.join(",")
+                }
+                .into(),
+                flag("/spec/requiresRepublish", false),
+                if modes.is_empty() {
+                    "Persistent".to_string()
+                } else {
+                    modes.join(",")
+                }
+                .into(),
+                o.age(),
+            ]
+        }
         _ => vec![o.name(), o.age()],
     }
 }
@@ -785,6 +869,140 @@ fn columns(group: &str, kind: &str) -> Vec<Column> {
             ),
             AGE,
         ],
+        ("", "PodTemplate") => vec![
+            Column {
+                name: "Template",
+                ..NAME
+            },
+            col("Containers", "string", "Names of each container in the template."),
+            col(
+                "Images",
+                "string",
+                "Images referenced by each container in the template.",
+            ),
+            col("Pod Labels", "string", "The labels of the pod template."),
+        ],
+        ("", "LimitRange") => vec![NAME, CREATED_AT],
+        ("autoscaling", "HorizontalPodAutoscaler") => vec![
+            NAME,
+            col("Reference", "string", "Reference to the scaled target."),
+            col(
+                "Targets",
+                "string",
+                "Current and target values of the metrics used to scale.",
+            ),
+            col("MinPods", "string", "Lower limit for the number of pods."),
+            col("MaxPods", "integer", "Upper limit for the number of pods."),
+            col(
+                "Replicas",
+                "integer",
+                "Current number of replicas of the scaled target.",
+            ),
+            AGE,
+        ],
+        ("networking.k8s.io", "Ingress") => vec![
+            NAME,
+            col("Class", "string", "The name of the IngressClass resource."),
+            col(
+                "Hosts",
+                "string",
+                "Hosts that incoming requests are matched against.",
+            ),
+            col(
+                "Address",
+                "string",
+                "Address is a list containing ingress points for the load-balancer.",
+            ),
+            col("Ports", "string", "Ports of TLS configurations that open."),
+            AGE,
+        ],
+        ("networking.k8s.io", "IngressClass") => vec![
+            NAME,
+            col(
+                "Controller",
+                "string",
+                "The name of the controller that should handle this class.",
+            ),
+            col(
+                "Parameters",
+                "string",
+                "A link to a resource with additional configuration.",
+            ),
+            AGE,
+        ],
+        ("networking.k8s.io", "NetworkPolicy") => vec![
+            NAME,
+            col(
+                "Pod-Selector",
+                "string",
+                "The pods to which this NetworkPolicy object applies.",
+            ),
+            AGE,
+        ],
+        ("node.k8s.io", "RuntimeClass") => {
+            vec![
+                NAME,
+                col("Handler", "string", "The underlying runtime and configuration."),
+                AGE,
+            ]
+        }
+        ("storage.k8s.io", "CSINode") => {
+            vec![
+                NAME,
+                col("Drivers", "integer", "The number of CSI drivers on the node."),
+                AGE,
+            ]
+        }
+        ("storage.k8s.io", "VolumeAttachment") => vec![
+            NAME,
+            col(
+                "Attacher",
+                "string",
+                "The volume driver that must handle this request.",
+            ),
+            col("PV", "string", "The persistent volume to attach."),
+            col("Node", "string", "The node the volume should be attached to."),
+            col(
+                "Attached",
+                "boolean",
+                "Whether the attach operation has completed.",
+            ),
+            AGE,
+        ],
+        ("storage.k8s.io", "CSIDriver") => vec![
+            NAME,
+            col(
+                "AttachRequired",
+                "boolean",
+                "Whether the driver requires an attach operation.",
+            ),
+            col(
+                "PodInfoOnMount",
+                "boolean",
+                "Whether the driver requires pod information on mount.",
+            ),
+            col(
+                "StorageCapacity",
+                "boolean",
+                "Whether the driver reports storage capacity.",
+            ),
+            col(
+                "TokenRequests",
+                "string",
+                "Audiences of the service account tokens passed to the driver.",
+            ),
+            col(
+                "RequiresRepublish",
+                "boolean",
+                "Whether NodePublishVolume is called periodically.",
+            ),
+            col(
+                "Modes",
+                "string",
+                "The volume lifecycle modes the driver supports.",
+            ),
+            AGE,
+        ],
         _ => vec![NAME, AGE],
     }
 }
@@ -1350,6 +1568,137 @@ fn event_cells(o: &Obj<'_>, events_api: bool) -> Vec<Value> {
         first_seen.into(),
         count.into(),
         o.name(),
+    ]
+}
+
+/// `printHorizontalPodAutoscaler` for autoscaling/v2: `cpu: 40%/80%` per Resource metric, up to three.
+fn hpa_cells(o: &Obj<'_>) -> Vec<Value> {
+    let hpa = o.v;
+    let reference = format!(
+        "{}/{}",
+        s(hpa, "/spec/scaleTargetRef/kind"),
+        s(hpa, "/spec/scaleTargetRef/name")
+    );
+    let current = array(hpa, "/status/currentMetrics");
+    let targets: Vec<String> = array(hpa, "/spec/metrics")
+        .iter()
+        .map(|m| {
+            let kind = s(m, "/type");
+            let (spec_key, name) = match kind {
+                "Resource" => ("resource", s(m, "/resource/name").to_string()),
+                "ContainerResource" => ("containerResource", s(m, "/containerResource/name").to_string()),
+                "Pods" => ("pods", s(m, "/pods/metric/name").to_string()),
+                "Object" => ("object", s(m, "/object/metric/name").to_string()),
+                _ => ("external", s(m, "/external/metric/name").to_string()),
+            };
+            let target = m
+                .pointer(&format!("/{spec_key}/target"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let observed = current
+                .iter()
+                .find(|c| {
+                    s(c, "/type") == kind
+                        && c.pointer(&format!("/{spec_key}/name"))
+                            .and_then(Value::as_str)
+                            .or_else(|| {
+                                c.pointer(&format!("/{spec_key}/metric/name"))
+                                    .and_then(Value::as_str)
+                            })
+                            == Some(name.as_str())
+                })
+                .and_then(|c| c.pointer(&format!("/{spec_key}/current")).cloned());
+            let (cur, tgt) = if let Some(u) = target.get("averageUtilization").and_then(Value::as_i64) {
+                let cur = observed
+                    .as_ref()
+                    .and_then(|c| c.get("averageUtilization").and_then(Value::as_i64))
+                    .map(|c| format!("{c}%"))
+                    .unwrap_or_else(|| "<unknown>".to_string());
+                (cur, format!("{u}%"))
+            } else {
+                let key = if target.get("averageValue").is_some() {
+                    "averageValue"
+                } else {
+                    "value"
+                };
+                let cur = observed
+                    .as_ref()
+                    .and_then(|c| c.get(key).and_then(Value::as_str))
+                    .unwrap_or("<unknown>")
+                    .to_string();
+                (
+                    cur,
+                    target
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            };
+            if kind == "Resource" || kind == "ContainerResource" {
+                format!("{name}: {cur}/{tgt}")
+            } else {
+                format!("{cur}/{tgt}")
+            }
+        })
+        .collect();
+    let count = targets.len();
+    let targets = more_string(targets, count, 3, "<none>");
+    let min_pods = match hpa.pointer("/spec/minReplicas").and_then(Value::as_i64) {
+        Some(n) => n.to_string(),
+        None => "<unset>".to_string(),
+    };
+    vec![
+        o.name(),
+        reference.into(),
+        targets.into(),
+        min_pods.into(),
+        o.int("/spec/maxReplicas").into(),
+        o.int("/status/currentReplicas").into(),
+        o.age(),
+    ]
+}
+
+fn ingress_cells(o: &Obj<'_>) -> Vec<Value> {
+    let ing = o.v;
+    let rules = array(ing, "/spec/rules");
+    let hosts: Vec<String> = rules
+        .iter()
+        .map(|r| s(r, "/host"))
+        .filter(|h| !h.is_empty())
+        .take(3)
+        .map(str::to_string)
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "*".to_string()
+    } else if rules.len() > 3 {
+        format!("{} + {} more...", hosts.join(","), rules.len() - 3)
+    } else {
+        hosts.join(",")
+    };
+    let address: Vec<&str> = array(ing, "/status/loadBalancer/ingress")
+        .iter()
+        .map(|i| {
+            if s(i, "/ip").is_empty() {
+                s(i, "/hostname")
+            } else {
+                s(i, "/ip")
+            }
+        })
+        .filter(|a| !a.is_empty())
+        .collect();
+    let ports = if array(ing, "/spec/tls").is_empty() {
+        "80"
+    } else {
+        "80, 443"
+    };
+    vec![
+        o.name(),
+        o.str_or("/spec/ingressClassName", "<none>").into(),
+        hosts.into(),
+        address.join(",").into(),
+        ports.into(),
+        o.age(),
     ]
 }
 
@@ -1999,6 +2348,16 @@ mod tests {
             ("policy", "PodDisruptionBudget"),
             ("storage.k8s.io", "StorageClass"),
             ("x", "Unknown"),
+            ("", "PodTemplate"),
+            ("", "LimitRange"),
+            ("autoscaling", "HorizontalPodAutoscaler"),
+            ("networking.k8s.io", "Ingress"),
+            ("networking.k8s.io", "IngressClass"),
+            ("networking.k8s.io", "NetworkPolicy"),
+            ("node.k8s.io", "RuntimeClass"),
+            ("storage.k8s.io", "CSINode"),
+            ("storage.k8s.io", "VolumeAttachment"),
+            ("storage.k8s.io", "CSIDriver"),
         ];
         let obj = json!({"metadata": {"name": "n", "creationTimestamp": "2026-11-26T11:00:00Z"}});
         for (group, kind) in kinds {
@@ -2008,6 +2367,50 @@ mod tests {
                 "{group}/{kind}"
             );
         }
+    }
+
+    #[test]
+    fn hpa_and_ingress_rows() {
+        let hpa = json!({"metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 5,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]},
+            "status": {"currentReplicas": 2, "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 41}}}]}});
+        let cells = row_cells("autoscaling", "HorizontalPodAutoscaler", &hpa, now());
+        assert_eq!(
+            &cells[1..6],
+            &[
+                json!("Deployment/web"),
+                json!("cpu: 41%/80%"),
+                json!("1"),
+                json!(5),
+                json!(2)
+            ]
+        );
+        let mut fresh = hpa.clone();
+        fresh["status"] = json!({});
+        assert_eq!(
+            row_cells("autoscaling", "HorizontalPodAutoscaler", &fresh, now())[2],
+            json!("cpu: <unknown>/80%")
+        );
+        let ing = json!({"metadata": {"name": "site"},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "a.example.com"}, {"host": "b.example.com"}],
+                     "tls": [{"hosts": ["a.example.com"]}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}}});
+        let cells = row_cells("networking.k8s.io", "Ingress", &ing, now());
+        assert_eq!(
+            &cells[1..5],
+            &[
+                json!("nginx"),
+                json!("a.example.com,b.example.com"),
+                json!("192.0.2.7"),
+                json!("80, 443")
+            ]
+        );
+        let catch_all = json!({"metadata": {"name": "x"}, "spec": {"rules": [{"http": {}}]}});
+        assert_eq!(
+            &row_cells("networking.k8s.io", "Ingress", &catch_all, now())[1..5],
+            &[json!("<none>"), json!("*"), json!(""), json!("80")]
+        );
     }
 
     #[test]
