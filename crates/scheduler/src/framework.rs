@@ -101,9 +101,11 @@ impl fmt::Display for Status {
 
 /// Per-cycle scratch space shared by the plugins of one scheduling cycle, typed by the value's type so a
 /// plugin reads back exactly what its own PreFilter/PreScore wrote (each plugin uses a private type).
+/// A handful of entries per cycle, read once per node per plugin: a linear scan over a small vector beats
+/// hashing the `TypeId` every time.
 #[derive(Default)]
 pub struct CycleState {
-    values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    values: Vec<(TypeId, Box<dyn Any + Send + Sync>)>,
 }
 
 impl CycleState {
@@ -112,15 +114,19 @@ impl CycleState {
     }
     /// Stores `value`, replacing any earlier value of the same type.
     pub fn write<T: Any + Send + Sync>(&mut self, value: T) {
-        self.values.insert(TypeId::of::<T>(), Box::new(value));
+        let id = TypeId::of::<T>();
+        match self.values.iter_mut().find(|(t, _)| *t == id) {
+            Some(slot) => slot.1 = Box::new(value),
+            None => self.values.push((id, Box::new(value))),
+        }
     }
     pub fn read<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.values.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref())
+        let id = TypeId::of::<T>();
+        self.values.iter().find(|(t, _)| *t == id).and_then(|(_, v)| v.downcast_ref())
     }
     pub fn read_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
-        self.values
-            .get_mut(&TypeId::of::<T>())
-            .and_then(|v| v.downcast_mut())
+        let id = TypeId::of::<T>();
+        self.values.iter_mut().find(|(t, _)| *t == id).and_then(|(_, v)| v.downcast_mut())
     }
 }
 
