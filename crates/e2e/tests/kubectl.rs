@@ -832,6 +832,51 @@ fn objects_survive_a_restart(c: &mut Cluster) {
     );
 }
 
+fn validation_speaks_kubernetes(c: &Cluster) {
+    let mismatch = DEPLOYMENT.replace(
+        "      labels:\n        app: web\n    spec:",
+        "      labels:\n        app: api\n    spec:",
+    );
+    assert_ne!(mismatch, DEPLOYMENT);
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &mismatch);
+    assert!(
+        out.err().contains(
+            "The Deployment \"web\" is invalid: spec.template.metadata.labels: Invalid value: \
+             map[string]string{\"app\":\"api\"}: `selector` does not match template `labels`"
+        ),
+        "{}",
+        out.stderr
+    );
+
+    c.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT).ok();
+    let moved = DEPLOYMENT.replace("app: web", "app: web2");
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &moved);
+    assert!(
+        out.err().contains(
+            "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web2\"}"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("field is immutable"), "{}", out.stderr);
+
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 80\n";
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], service);
+    assert!(
+        out.err().contains("spec.ports[0].nodePort: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+        "{}",
+        out.stderr
+    );
+
+    let neg = c.kubectl(&["scale", "deployment", "web", "--replicas=-1"]);
+    neg.err();
+    let bad_port = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  restartPolicy: Sometimes\n  containers:\n  - name: c\n    image: busybox\n    ports:\n    - containerPort: 70000\n";
+    let out = c.kubectl_stdin(&["create", "-f", "-"], bad_port);
+    let stderr = out.err();
+    assert!(stderr.contains("spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"), "{stderr}");
+    assert!(stderr.contains("spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""), "{stderr}");
+}
+
 /// Each test gets its own server (and etcd) so tests can run in parallel.
 macro_rules! on_both_datastores {
     ($($name:ident),* $(,)?) => {
@@ -864,6 +909,7 @@ on_both_datastores!(
     bad_input_is_reported,
     objects_survive_a_restart,
     tables_for_pods_endpoints_and_secrets,
+    validation_speaks_kubernetes,
 );
 
 fn tables_for_pods_endpoints_and_secrets(c: &Cluster) {
