@@ -246,8 +246,16 @@ impl EtcdBackend {
         prefix: &[u8],
         start_revision: Revision,
         progress_notify: bool,
-    ) -> Result<(WatchStream, Revision), etcd_client::Error> {
-        open_watch(self.watch.clone(), prefix, start_revision, progress_notify).await
+    ) -> Result<(WatchStream, Revision)> {
+        let timeout = self.options.retry_timeout;
+        open_watch(
+            self.watch.clone(),
+            prefix,
+            start_revision,
+            progress_notify,
+            timeout,
+        )
+        .await
     }
 }
 
@@ -615,7 +623,9 @@ async fn open_watch(
     prefix: &[u8],
     start_revision: Revision,
     progress_notify: bool,
-) -> Result<(WatchStream, Revision), etcd_client::Error> {
+    timeout: Duration,
+) -> Result<(WatchStream, Revision)> {
+    let refused = |reason: String| Error::Etcd(etcd_client::Error::WatchError(reason));
     let (start, end) = range_bounds(prefix, &[]);
     let mut options = WatchOptions::new()
         .with_range(end)
@@ -625,15 +635,21 @@ async fn open_watch(
         options = options.with_progress_notify();
     }
     let mut stream = client.watch(start, Some(options)).await?;
-    match stream.message().await? {
+    let first = tokio::time::timeout(timeout, stream.message())
+        .await
+        .map_err(|_| refused(format!("etcd did not confirm the watch within {timeout:?}")))??;
+    match first {
+        // etcd 3.4 confirms first and cancels a compacted start a moment later; newer ones may refuse at once.
+        Some(response) if response.compact_revision() > 0 => Err(Error::Compacted {
+            requested: start_revision,
+            compacted: response.compact_revision(),
+        }),
         Some(response) if response.created() => Ok((stream, header_revision(response.header()))),
-        Some(response) if response.canceled() => Err(etcd_client::Error::WatchError(format!(
+        Some(response) if response.canceled() => Err(refused(format!(
             "etcd refused the watch: {}",
             response.cancel_reason()
         ))),
-        _ => Err(etcd_client::Error::WatchError(
-            "etcd did not confirm the watch".into(),
-        )),
+        _ => Err(refused("etcd did not confirm the watch".into())),
     }
 }
 
@@ -883,21 +899,26 @@ impl WatchTask {
         tracing::debug!(error = %error, from, "etcd watch stream broke; resuming");
         let deadline = Instant::now() + self.retry_timeout;
         let mut backoff = Duration::from_millis(50);
-        let mut last_error = error;
+        let mut last_error = Error::Etcd(error);
         loop {
             if self.tx.is_closed() {
                 return Err(End::Dropped);
             }
-            if Instant::now() + backoff >= deadline {
-                return Err(End::Failed(Error::Etcd(last_error)));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left <= backoff {
+                return Err(End::Failed(last_error));
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(1000));
             let progress_notify = self.progress_interval.is_some();
-            match open_watch(self.client.clone(), &self.prefix, from, progress_notify).await {
+            match open_watch(self.client.clone(), &self.prefix, from, progress_notify, left).await {
                 Ok((stream, created)) => {
                     self.on_created(from, created);
                     return Ok(stream);
+                }
+                Err(Error::Compacted { requested, compacted }) => {
+                    self.compacted.fetch_max(compacted, Ordering::Relaxed);
+                    return Err(End::Failed(Error::Compacted { requested, compacted }));
                 }
                 Err(e) => last_error = e,
             }
