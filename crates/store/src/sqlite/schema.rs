@@ -104,6 +104,9 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection> {
 
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
+    // Without the query planner stability guarantee SQLite (built with STAT4) re-prepares a cached
+    // statement whenever a bound key changes, i.e. on every use: a parse and plan per write.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(32);
     // synchronous=FULL in WAL mode syncs the WAL on every commit: an acknowledged write survives a crash.
     // journal_size_limit keeps the WAL file from staying at its high-water mark after a checkpoint.
