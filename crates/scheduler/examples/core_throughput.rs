@@ -27,7 +27,10 @@ struct Args {
 }
 
 fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
-    pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+        .collect()
 }
 
 fn node(i: usize) -> Node {
@@ -35,11 +38,18 @@ fn node(i: usize) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(format!("node-{i}")),
-            labels: Some(BTreeMap::from([("kubernetes.io/hostname".into(), format!("node-{i}"))])),
+            labels: Some(BTreeMap::from([(
+                "kubernetes.io/hostname".into(),
+                format!("node-{i}"),
+            )])),
             ..ObjectMeta::default()
         },
         spec: None,
-        status: Some(NodeStatus { allocatable: Some(r.clone()), capacity: Some(r), ..NodeStatus::default() }),
+        status: Some(NodeStatus {
+            allocatable: Some(r.clone()),
+            capacity: Some(r),
+            ..NodeStatus::default()
+        }),
     }
 }
 

@@ -47,10 +47,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let kc = Kubeconfig::read_from(&args.kubeconfig)?;
-    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?)?;
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
+    )?;
 
     let nodes: Api<Node> = Api::all(client.clone());
     let setup = Instant::now();
@@ -65,7 +69,13 @@ async fn main() -> anyhow::Result<()> {
                 let node: Node = serde_json::from_value(json!({"metadata": {"name": name,
                     "labels": {"kubernetes.io/hostname": name}}, "status": status}))?;
                 nodes.create(&PostParams::default(), &node).await?;
-                nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await?;
+                nodes
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": status})),
+                    )
+                    .await?;
                 anyhow::Ok(())
             }
         })
@@ -103,11 +113,17 @@ async fn main() -> anyhow::Result<()> {
 
     let bound = Arc::new(std::sync::Mutex::new(HashSet::new()));
     let mut first_bound: Option<Duration> = None;
-    let mut events = watcher(pods.clone(), watcher::Config::default()).default_backoff().applied_objects().boxed();
+    let mut events = watcher(pods.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
     while let Some(pod) = events.try_next().await? {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ours = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()) == Some(&args.scheduler_name);
-        if ours && name.starts_with("load-pod-") && pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+        if ours
+            && name.starts_with("load-pod-")
+            && pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+        {
             let mut set = bound.lock().unwrap();
             set.insert(name);
             first_bound.get_or_insert_with(|| started.elapsed());

@@ -122,11 +122,17 @@ impl CycleState {
     }
     pub fn read<T: Any + Send + Sync>(&self) -> Option<&T> {
         let id = TypeId::of::<T>();
-        self.values.iter().find(|(t, _)| *t == id).and_then(|(_, v)| v.downcast_ref())
+        self.values
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, v)| v.downcast_ref())
     }
     pub fn read_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
         let id = TypeId::of::<T>();
-        self.values.iter_mut().find(|(t, _)| *t == id).and_then(|(_, v)| v.downcast_mut())
+        self.values
+            .iter_mut()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, v)| v.downcast_mut())
     }
 }
 

@@ -222,17 +222,7 @@ async fn run_leading(
     let component = options.profiles[0].scheduler_name.clone();
     let reports = spawn_reporter(&mut tasks, client.clone(), &component, &options.identity);
 
-    let mut looper = Loop {
-        cache: Cache::new(),
-        queue: SchedulingQueue::new(options.queue.clone()),
-        profiles,
-        next_start: 0,
-        bindings: Arc::new(Semaphore::new(options.max_in_flight_bindings.max(1))),
-        tx,
-        reports,
-        last_failure_report: HashMap::new(),
-        synced: HashSet::new(),
-    };
+    let mut looper = Loop::new(profiles, &options, tx, reports);
     tokio::pin!(stop);
     loop {
         while let Ok(input) = rx.try_recv() {
@@ -361,6 +351,25 @@ fn scheduler_name(pod: &Pod) -> &str {
 }
 
 impl Loop {
+    fn new(
+        profiles: HashMap<String, Arc<Profile>>,
+        options: &SchedulerOptions,
+        tx: mpsc::UnboundedSender<Input>,
+        reports: mpsc::Sender<Report>,
+    ) -> Loop {
+        Loop {
+            cache: Cache::new(),
+            queue: SchedulingQueue::new(options.queue.clone()),
+            profiles,
+            next_start: 0,
+            bindings: Arc::new(Semaphore::new(options.max_in_flight_bindings.max(1))),
+            tx,
+            reports,
+            last_failure_report: HashMap::new(),
+            synced: HashSet::new(),
+        }
+    }
+
     fn ours(&self, pod: &Pod) -> bool {
         self.profiles.contains_key(scheduler_name(pod))
     }
@@ -554,5 +563,203 @@ impl Loop {
         self.queue.requeue_backoff(&done.key, Instant::now());
         let message = format!("Binding rejected: {}", done.status);
         self.report_failure(done.pod, &done.key, "SchedulerError", message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::{BindPlugin, Plugin};
+    use crate::queue::PodLocation;
+    use crate::testing::*;
+    use std::sync::Mutex;
+
+    /// Records bindings instead of posting them; fails for pods named in `refuse`.
+    #[derive(Default)]
+    struct RecordingBinder {
+        bound: Mutex<Vec<(String, String)>>,
+        refuse: Vec<String>,
+    }
+
+    impl Plugin for RecordingBinder {
+        fn name(&self) -> &'static str {
+            "RecordingBinder"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl BindPlugin for RecordingBinder {
+        async fn bind(&self, pod: &Pod, node: &str) -> Status {
+            let key = pod_key(pod);
+            if self.refuse.contains(&key) {
+                return Status::error("conflict");
+            }
+            self.bound.lock().unwrap().push((key, node.to_string()));
+            Status::success()
+        }
+    }
+
+    struct Harness {
+        looper: Loop,
+        rx: mpsc::UnboundedReceiver<Input>,
+        reports: mpsc::Receiver<Report>,
+        binder: Arc<RecordingBinder>,
+    }
+
+    fn harness(binder: RecordingBinder) -> Harness {
+        let binder = Arc::new(binder);
+        let profile = default_profile("mine").with_bind(binder.clone());
+        let profiles = HashMap::from([("mine".to_string(), Arc::new(profile))]);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (rtx, reports) = mpsc::channel(100);
+        let options = SchedulerOptions {
+            leader_election: None,
+            ..SchedulerOptions::default()
+        };
+        Harness {
+            looper: Loop::new(profiles, &options, tx, rtx),
+            rx,
+            reports,
+            binder,
+        }
+    }
+
+    fn mine(mut p: Pod) -> Pod {
+        p.spec.as_mut().unwrap().scheduler_name = Some("mine".into());
+        p
+    }
+
+    impl Harness {
+        /// Schedules everything poppable and feeds the binding results back, like the loop does.
+        async fn run_once(&mut self) {
+            while let Some(qp) = self.looper.queue.pop() {
+                self.looper.schedule(qp).await;
+            }
+            while self.looper.bindings.available_permits() < 256 || !self.rx.is_empty() {
+                let input = self.rx.recv().await.unwrap();
+                self.looper.handle(input).unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_pods_of_our_scheduler_are_bound_and_reported() {
+        let mut h = harness(RecordingBinder::default());
+        h.looper
+            .handle(Input::NodesListed(vec![node("n1", "1", "4Gi", 110)]))
+            .unwrap();
+        let pods = vec![
+            mine(pod_with_requests("a", &[("cpu", "600m")])),
+            mine(pod_with_requests("b", &[("cpu", "600m")])),
+            pod("default-scheduler-pod"),
+            bound(mine(pod("already-bound")), "n1"),
+        ];
+        h.looper.handle(Input::PodsListed(pods)).unwrap();
+        assert_eq!(h.looper.queue.len(), 2, "only our pending pods are queued");
+        h.run_once().await;
+
+        let bound = h.binder.bound.lock().unwrap().clone();
+        assert_eq!(bound.len(), 1, "one 600m pod fits the 1-cpu node: {bound:?}");
+        assert_eq!(bound[0].1, "n1");
+        let mut scheduled = Vec::new();
+        let mut failed = Vec::new();
+        while let Ok(report) = h.reports.try_recv() {
+            match report {
+                Report::Scheduled { pod, node } => scheduled.push((pod_key(&pod), node)),
+                Report::Failed { reason, message, .. } => failed.push((reason, message)),
+            }
+        }
+        assert_eq!(scheduled, bound);
+        assert_eq!(
+            failed,
+            vec![(
+                "Unschedulable",
+                "0/1 nodes are available: 1 Insufficient cpu.".to_string()
+            )]
+        );
+        let waiting = if bound[0].0 == "default/a" {
+            "default/b"
+        } else {
+            "default/a"
+        };
+        assert!(matches!(
+            h.looper.queue.location(waiting),
+            Some(PodLocation::Unschedulable { .. })
+        ));
+        // The bound pod's binding shows up in the watch: confirmed in the cache, still one pod's worth used.
+        let confirmed = bound_pod(&bound[0].0, "n1");
+        h.looper
+            .handle(Input::Pod(Box::new(watcher::Event::Apply(confirmed))))
+            .unwrap();
+        assert_eq!(
+            h.looper.cache.snapshot().get("n1").unwrap().requested.milli_cpu,
+            600
+        );
+    }
+
+    fn bound_pod(key: &str, node: &str) -> Pod {
+        let name = key.trim_start_matches("default/");
+        bound(mine(pod_with_requests(name, &[("cpu", "600m")])), node)
+    }
+
+    #[tokio::test]
+    async fn deleting_a_bound_pod_lets_the_waiting_pod_in() {
+        let mut h = harness(RecordingBinder::default());
+        h.looper
+            .handle(Input::NodesListed(vec![node("n1", "1", "4Gi", 110)]))
+            .unwrap();
+        let holder = bound(pod_with_requests("holder", &[("cpu", "1")]), "n1");
+        h.looper
+            .handle(Input::PodsListed(vec![
+                holder.clone(),
+                mine(pod_with_requests("w", &[("cpu", "1")])),
+            ]))
+            .unwrap();
+        h.run_once().await;
+        assert!(h.binder.bound.lock().unwrap().is_empty());
+        h.looper
+            .handle(Input::Pod(Box::new(watcher::Event::Delete(holder))))
+            .unwrap();
+        // Moved on by the AssignedPodDelete event; it may still be backing off (1 s after its failure).
+        h.looper.queue.flush(Instant::now() + Duration::from_secs(2));
+        h.run_once().await;
+        assert_eq!(
+            *h.binder.bound.lock().unwrap(),
+            vec![("default/w".to_string(), "n1".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_binding_releases_the_node_and_backs_off() {
+        let mut h = harness(RecordingBinder {
+            refuse: vec!["default/a".into()],
+            ..Default::default()
+        });
+        h.looper
+            .handle(Input::NodesListed(vec![node("n1", "1", "4Gi", 110)]))
+            .unwrap();
+        h.looper
+            .handle(Input::PodsListed(vec![mine(pod_with_requests(
+                "a",
+                &[("cpu", "1")],
+            ))]))
+            .unwrap();
+        h.run_once().await;
+        assert_eq!(
+            h.looper.cache.snapshot().get("n1").unwrap().requested.milli_cpu,
+            0,
+            "assumption forgotten"
+        );
+        assert!(matches!(
+            h.looper.queue.location("default/a"),
+            Some(PodLocation::Backoff { .. })
+        ));
+        let Ok(Report::Failed { reason, message, .. }) = h.reports.try_recv() else {
+            panic!("no failure report")
+        };
+        assert_eq!(
+            (reason, message.as_str()),
+            ("SchedulerError", "Binding rejected: conflict")
+        );
     }
 }
