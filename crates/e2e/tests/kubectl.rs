@@ -962,6 +962,48 @@ fn tables_for_pods_endpoints_and_secrets(c: &Cluster) {
         ages.iter().all(|a| a.ends_with('s') || a.ends_with('m')),
         "ages like 5s: {ages:?}"
     );
+
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n  labels:\n    node-role.kubernetes.io/control-plane: \"\"\n";
+    c.kubectl_stdin(&["create", "-f", "-"], node).ok();
+    let nodes = c.kubectl(&["get", "nodes", "-o", "wide"]);
+    assert_eq!(
+        table(nodes.ok())[0],
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ]
+    );
+    let n1 = row(nodes.ok(), "n1");
+    assert_eq!(
+        &n1[..3],
+        ["n1", "Unknown", "control-plane"],
+        "a node that never reported is Unknown"
+    );
+    assert_eq!(
+        &n1[4..],
+        ["<none>", "<none>", "<unknown>", "<unknown>", "<unknown>"],
+        "no version: {n1:?}"
+    );
+    let describe = c.kubectl(&["describe", "node", "n1"]);
+    let describe = describe.ok();
+    assert!(
+        describe
+            .lines()
+            .any(|l| l.starts_with("Name:") && l.ends_with(" n1")),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("node-role.kubernetes.io/control-plane="),
+        "{describe}"
+    );
 }
 
 /// kubectl 1.27 … 1.33 (the dispatcher runs the one matching the server's minor; the others must work too):
