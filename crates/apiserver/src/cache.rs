@@ -34,6 +34,9 @@ pub struct CachedObject {
     /// `value` serialized.
     pub json: Bytes,
     pub rv: Revision,
+    /// `{"kind":"PartialObjectMetadata",…}` of this object (without managedFields), made on first use by a
+    /// Table or metadata-only request and then shared by all of them.
+    partial_metadata: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl CachedObject {
@@ -53,7 +56,24 @@ impl CachedObject {
             value: std::mem::take(value),
             json,
             rv,
+            partial_metadata: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The object as a `PartialObjectMetadata`, serialized (managedFields left out: tables never show them).
+    pub fn partial_metadata_json(&self) -> &[u8] {
+        self.partial_metadata.get_or_init(|| {
+            let mut metadata = self.value["metadata"].clone();
+            if let Some(m) = metadata.as_object_mut() {
+                m.remove("managedFields");
+            }
+            let partial = serde_json::json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": metadata,
+            });
+            serde_json::to_vec(&partial).expect("a Value always serializes")
+        })
     }
 }
 

@@ -36,46 +36,61 @@ pub fn partial_metadata(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
-fn row(kind: &Kind, obj: &CachedObject, include: IncludeObject, now: chrono::DateTime<Utc>) -> Value {
-    let cells = tables::row_cells(kind.group, kind.kind, &obj.value, now);
-    let object = match include {
-        IncludeObject::None => Value::Null,
-        IncludeObject::Metadata => partial_metadata(&obj.value),
-        IncludeObject::Object => obj.value.clone(),
-    };
-    if object.is_null() {
-        json!({"cells": cells})
-    } else {
-        json!({"cells": cells, "object": object})
-    }
-}
-
-/// A Table of `items`; `metadata` is the list metadata (resourceVersion, continue).
-pub fn table(kind: &Kind, items: &[Arc<CachedObject>], metadata: Value, include: IncludeObject) -> Value {
+/// A Table of `items`, written straight to bytes: each row is its cells plus the object's cached
+/// PartialObjectMetadata (or full JSON), so a large list costs the cells and a copy, not a Value tree.
+/// `metadata` is the list metadata (resourceVersion, continue).
+pub fn table(kind: &Kind, items: &[Arc<CachedObject>], metadata: Value, include: IncludeObject) -> Bytes {
     let now = Utc::now();
-    let rows: Vec<Value> = items.iter().map(|o| row(kind, o, include, now)).collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": tables::column_definitions(kind.group, kind.kind),
-        "rows": rows,
-    })
+    let write =
+        |out: &mut Vec<u8>, v: &Value| serde_json::to_writer(out, v).expect("a Value always serializes");
+    let mut out = Vec::with_capacity(1024 + items.len() * 512);
+    out.extend_from_slice(br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":"#);
+    write(&mut out, &metadata);
+    out.extend_from_slice(br#","columnDefinitions":"#);
+    write(
+        &mut out,
+        &Value::Array(tables::column_definitions(kind.group, kind.kind)),
+    );
+    out.extend_from_slice(br#","rows":["#);
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"cells":"#);
+        write(
+            &mut out,
+            &Value::Array(tables::row_cells(kind.group, kind.kind, &o.value, now)),
+        );
+        match include {
+            IncludeObject::None => {}
+            IncludeObject::Metadata => {
+                out.extend_from_slice(br#","object":"#);
+                out.extend_from_slice(o.partial_metadata_json());
+            }
+            IncludeObject::Object => {
+                out.extend_from_slice(br#","object":"#);
+                out.extend_from_slice(&o.json);
+            }
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
 }
 
 /// One object in the asked shape.
 pub fn object(kind: &Kind, obj: &Arc<CachedObject>, output: Output) -> Bytes {
     match output {
         Output::Object => obj.json.clone(),
-        Output::Metadata => value_bytes(&partial_metadata(&obj.value)),
+        Output::Metadata => Bytes::copy_from_slice(obj.partial_metadata_json()),
         Output::Table(include) => {
             let rv = obj.value["metadata"]["resourceVersion"].clone();
-            value_bytes(&table(
+            table(
                 kind,
                 std::slice::from_ref(obj),
                 json!({"resourceVersion": rv}),
                 include,
-            ))
+            )
         }
     }
 }
@@ -93,7 +108,7 @@ pub fn list(
         metadata["continue"] = json!(c);
     }
     match output {
-        Output::Table(include) => value_bytes(&table(kind, items, metadata, include)),
+        Output::Table(include) => table(kind, items, metadata, include),
         Output::Metadata => value_bytes(&json!({
             "kind": "PartialObjectMetadataList",
             "apiVersion": "meta.k8s.io/v1",

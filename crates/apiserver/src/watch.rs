@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::ApiState;
 use crate::cache::{CachedEvent, EventType, ResourceCache, watch_line};
-use crate::output::{self, partial_metadata};
+use crate::output;
 use crate::registry::Kind;
 use crate::request::Output;
 use crate::rest::{ApiRequest, cache_of, parse_rv, selector};
@@ -72,14 +72,11 @@ impl Filter {
         Some(match self.output {
             Output::Object if ty == event.kind && !converted => event.line.clone(),
             Output::Object => watch_line(ty.as_str(), &event.object.json),
-            Output::Metadata => watch_line(
-                ty.as_str(),
-                &output::value_bytes(&partial_metadata(&event.object.value)),
-            ),
+            Output::Metadata => watch_line(ty.as_str(), event.object.partial_metadata_json()),
             Output::Table(include) => {
                 let rv = json!({"resourceVersion": event.object.rv.to_string()});
                 let table = output::table(kind, std::slice::from_ref(&event.object), rv, include);
-                watch_line(ty.as_str(), &output::value_bytes(&table))
+                watch_line(ty.as_str(), &table)
             }
         })
     }
