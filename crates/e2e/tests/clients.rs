@@ -50,8 +50,6 @@ def watcher():
             w.stop()
 t = threading.Thread(target=watcher)
 t.start()
-import time
-deadline = time.time() + 20
 core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="late")))
 t.join(timeout=25)
 assert ("ADDED", "late") in events, events
