@@ -110,6 +110,8 @@ pub struct SchedulingQueue {
     entries: HashMap<String, Entry>,
     active: BinaryHeap<ActiveItem>,
     backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
+    /// Keys of the pods in Unschedulable, so cluster events cost O(unschedulable), not O(queued).
+    unschedulable: HashSet<String>,
     seq: u64,
     last_unschedulable_flush: Option<Instant>,
 }
@@ -125,6 +127,7 @@ impl SchedulingQueue {
             entries: HashMap::new(),
             active: BinaryHeap::new(),
             backoff: BinaryHeap::new(),
+            unschedulable: HashSet::new(),
             seq: 0,
             last_unschedulable_flush: None,
         }
@@ -157,6 +160,7 @@ impl SchedulingQueue {
         self.seq += 1;
         e.generation += 1;
         e.location = PodLocation::Active;
+        self.unschedulable.remove(key);
         self.active.push(ActiveItem {
             priority: e.priority,
             seq: self.seq,
@@ -171,6 +175,7 @@ impl SchedulingQueue {
         };
         e.generation += 1;
         e.location = PodLocation::Backoff { until };
+        self.unschedulable.remove(key);
         self.backoff.push(Reverse((until, e.generation, key.to_string())));
     }
 
@@ -228,6 +233,7 @@ impl SchedulingQueue {
     /// The pod was deleted or got bound by someone else.
     pub fn delete(&mut self, key: &str) {
         self.entries.remove(key);
+        self.unschedulable.remove(key);
     }
 
     /// The next pod to schedule (highest priority, then oldest), now InFlight.
@@ -266,6 +272,7 @@ impl SchedulingQueue {
         e.last_failure = Some(now);
         e.generation += 1;
         e.location = PodLocation::Unschedulable { since: now };
+        self.unschedulable.insert(key.to_string());
     }
 
     /// The in-flight pod failed for another reason (plugin error, binding failure): retry after backoff.
@@ -302,13 +309,14 @@ impl SchedulingQueue {
         may_help: impl Fn(&HashSet<&'static str>, ClusterEvent) -> bool,
     ) -> usize {
         let keys: Vec<String> = self
-            .entries
+            .unschedulable
             .iter()
-            .filter(|(_, e)| {
-                matches!(e.location, PodLocation::Unschedulable { .. })
-                    && may_help(&e.qp.unschedulable_plugins, event)
+            .filter(|k| {
+                self.entries
+                    .get(*k)
+                    .is_some_and(|e| may_help(&e.qp.unschedulable_plugins, event))
             })
-            .map(|(k, _)| k.clone())
+            .cloned()
             .collect();
         for k in &keys {
             self.move_on(k, now);
@@ -338,12 +346,14 @@ impl SchedulingQueue {
             self.last_unschedulable_flush = Some(now);
             let max = self.config.max_unschedulable_duration;
             let stale: Vec<String> = self
-                .entries
+                .unschedulable
                 .iter()
-                .filter(
-                    |(_, e)| matches!(e.location, PodLocation::Unschedulable { since } if now >= since + max),
-                )
-                .map(|(k, _)| k.clone())
+                .filter(|k| {
+                    self.entries.get(*k).is_some_and(
+                        |e| matches!(e.location, PodLocation::Unschedulable { since } if now >= since + max),
+                    )
+                })
+                .cloned()
                 .collect();
             for k in stale {
                 self.move_on(&k, now);
@@ -354,11 +364,7 @@ impl SchedulingQueue {
     /// When [`flush`](Self::flush) next has something to do, if anything is waiting on time.
     pub fn next_wakeup(&self) -> Option<Instant> {
         let backoff = self.backoff.peek().map(|Reverse((t, _, _))| *t);
-        let has_unschedulable = self
-            .entries
-            .values()
-            .any(|e| matches!(e.location, PodLocation::Unschedulable { .. }));
-        let unschedulable = has_unschedulable
+        let unschedulable = (!self.unschedulable.is_empty())
             .then(|| {
                 self.last_unschedulable_flush
                     .map(|t| t + self.config.unschedulable_flush_interval)
@@ -456,6 +462,19 @@ mod tests {
         assert!(matches!(q.location(&p.key), Some(PodLocation::Backoff { .. })));
         q.flush(t0 + Duration::from_secs(1));
         assert_eq!(q.pop().map(|p| p.key), Some("default/a".into()));
+    }
+
+    #[test]
+    fn deleted_unschedulable_pod_is_not_moved_by_events() {
+        let t0 = Instant::now();
+        let mut q = q();
+        q.add(pod("a"), t0);
+        let p = q.pop().unwrap();
+        q.requeue_unschedulable(&p.key, HashSet::new(), t0);
+        q.delete(&p.key);
+        assert_eq!(q.on_cluster_event(ClusterEvent::NodeAdd, t0, |_, _| true), 0);
+        assert!(q.pop().is_none());
+        assert_eq!(q.next_wakeup(), None);
     }
 
     #[test]
