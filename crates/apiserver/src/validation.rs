@@ -323,6 +323,45 @@ fn config_key(s: &str) -> Vec<String> {
     errs
 }
 
+const QUANTITY_MSG: &str = "quantities must match the regular expression \
+     '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+
+/// A Kubernetes resource quantity (`500m`, `1.5Gi`, `2e3`, `128974848`) in base units; `None` when it
+/// does not parse.
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let number_end = s
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || ((c == '+' || c == '-') && i == 0)))
+        .map_or(s.len(), |(i, _)| i);
+    let (number, suffix) = s.split_at(number_end);
+    if number.is_empty() || number == "+" || number == "-" || number.matches('.').count() > 1 {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let multiplier = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exp if exp.starts_with(['e', 'E']) => 10f64.powi(exp[1..].parse::<i32>().ok()?),
+        _ => return None,
+    };
+    Some(value * multiplier)
+}
+
 /// A value as Go's `%v`/`%q`/`%#v` would show it in an error (strings quoted, numbers bare, maps as
 /// `map[string]string{…}`).
 fn show(v: &Value) -> String {
@@ -878,6 +917,7 @@ impl Validator {
                 &["SCTP", "TCP", "UDP"],
             );
         }
+        self.resources(c.get("resources"), &format!("{path}.resources"));
         for (i, e) in arr(c, "env").iter().enumerate() {
             if str_at(e, "name").is_empty() {
                 self.required(format!("{path}.env[{i}].name"), "");
@@ -893,6 +933,49 @@ impl Validator {
             }
             if str_at(m, "mountPath").is_empty() {
                 self.required(format!("{mp}.mountPath"), "");
+            }
+        }
+    }
+
+    /// Quantities parse, are not negative, and no request exceeds its limit.
+    fn resources(&mut self, resources: Option<&Value>, field: &str) {
+        let Some(resources) = resources else { return };
+        let mut parsed: [BTreeMap<String, (String, f64)>; 2] = Default::default();
+        for (i, part) in ["limits", "requests"].iter().enumerate() {
+            for (name, q) in resources
+                .get(*part)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                let path = format!("{field}.{part}[{name}]");
+                let text = match q {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                match parse_quantity(&text) {
+                    None => self.invalid(path, &Value::String(text.clone()), QUANTITY_MSG),
+                    Some(v) if v < 0.0 => self.invalid(
+                        path,
+                        &Value::String(text.clone()),
+                        "must be greater than or equal to 0",
+                    ),
+                    Some(v) => {
+                        parsed[i].insert(name.clone(), (text, v));
+                    }
+                }
+            }
+        }
+        let [limits, requests] = parsed;
+        for (name, (text, request)) in &requests {
+            if let Some((limit_text, limit)) = limits.get(name)
+                && request > limit
+            {
+                self.invalid(
+                    format!("{field}.requests"),
+                    &Value::String(text.clone()),
+                    &format!("must be less than or equal to {name} limit of {limit_text}"),
+                );
             }
         }
     }
@@ -1828,6 +1911,32 @@ mod tests {
                 &format!("spec.containers[2].name: Invalid value: \"Side_Car\": {DNS1123_LABEL_MSG}"),
                 "spec.containers[2].volumeMounts[0].name: Not found: \"data\"",
                 "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn resource_quantities() {
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("1Gi"), Some(1073741824.0));
+        assert_eq!(parse_quantity("2e3"), Some(2000.0));
+        assert_eq!(parse_quantity("128974848"), Some(128974848.0));
+        assert_eq!(parse_quantity("1.5"), Some(1.5));
+        for bad in ["", "abc", "1.2.3", "5 Gi", "1Gb", "m"] {
+            assert_eq!(parse_quantity(bad), None, "{bad}");
+        }
+        let p = pod(
+            "p",
+            json!([{"name": "c", "image": "i", "resources": {
+                "limits": {"cpu": "1", "memory": "lots"},
+                "requests": {"cpu": "2", "memory": "64Mi"}}}]),
+        );
+        assert_eq!(
+            messages(&validate("", "Pod", &p, None)),
+            [
+                format!("spec.containers[0].resources.limits[memory]: Invalid value: \"lots\": {QUANTITY_MSG}"),
+                "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"
+                    .to_string(),
             ]
         );
     }
