@@ -145,6 +145,11 @@ impl SchedulingQueue {
         self.entries.is_empty()
     }
 
+    /// Keys of every pod the queue holds, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.entries.keys()
+    }
+
     /// Pods waiting in Active.
     pub fn active_len(&self) -> usize {
         self.entries

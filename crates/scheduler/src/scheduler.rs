@@ -22,7 +22,7 @@ use crate::events::EventRecorder;
 use crate::framework::{ClusterEvent, Code, CycleState, Profile, Status};
 use crate::leader::{Ended, LeaderElector, LeaseConfig};
 use crate::plugins::{DefaultBinder, default_profile};
-use crate::queue::{QueueConfig, SchedulingQueue};
+use crate::queue::{PodLocation, QueueConfig, SchedulingQueue};
 use crate::snapshot::pod_key;
 
 /// The name pods use for the default scheduler.
@@ -404,9 +404,7 @@ impl Loop {
             }
             return;
         }
-        if assigned_node(&pod).is_some()
-            && self.queue.location(&key) != Some(crate::queue::PodLocation::InFlight)
-        {
+        if assigned_node(&pod).is_some() && self.queue.location(&key) != Some(PodLocation::InFlight) {
             self.queue.delete(&key);
             self.last_failure_report.remove(&key);
         } else if assigned_node(&pod).is_none() {
@@ -432,6 +430,17 @@ impl Loop {
             Input::PodsListed(pods) => {
                 let (pending, other): (Vec<Pod>, Vec<Pod>) = pods.into_iter().partition(|p| self.pending(p));
                 self.cache.replace_pods(other);
+                // Pods deleted while the watch was down are not in the new list.
+                let listed: HashSet<String> = pending.iter().map(pod_key).collect();
+                let vanished: Vec<String> = self
+                    .queue
+                    .keys()
+                    .filter(|k| !listed.contains(*k) && self.queue.location(k) != Some(PodLocation::InFlight))
+                    .cloned()
+                    .collect();
+                for key in vanished {
+                    self.queue.delete(&key);
+                }
                 for p in pending {
                     self.apply_pod(p);
                 }
@@ -570,7 +579,6 @@ impl Loop {
 mod tests {
     use super::*;
     use crate::framework::{BindPlugin, Plugin};
-    use crate::queue::PodLocation;
     use crate::testing::*;
     use std::sync::Mutex;
 
@@ -727,6 +735,17 @@ mod tests {
             *h.binder.bound.lock().unwrap(),
             vec![("default/w".to_string(), "n1".to_string())]
         );
+    }
+
+    #[tokio::test]
+    async fn relist_drops_queued_pods_that_vanished() {
+        let mut h = harness(RecordingBinder::default());
+        h.looper
+            .handle(Input::PodsListed(vec![mine(pod("a")), mine(pod("b"))]))
+            .unwrap();
+        h.looper.handle(Input::PodsListed(vec![mine(pod("b"))])).unwrap();
+        assert_eq!(h.looper.queue.location("default/a"), None);
+        assert_eq!(h.looper.queue.location("default/b"), Some(PodLocation::Active));
     }
 
     #[tokio::test]
