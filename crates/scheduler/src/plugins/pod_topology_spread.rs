@@ -104,6 +104,8 @@ struct PreFilterState {
     constraints: Vec<Constraint>,
     /// Per constraint: matching pods per topology value, with a 0 entry for every eligible domain.
     counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: the global minimum the skew is measured against (0 below `minDomains` domains).
+    min: Vec<i64>,
     self_match: Vec<bool>,
 }
 
@@ -138,9 +140,22 @@ impl PreFilterPlugin for PodTopologySpread {
             .iter()
             .map(|c| c.selector.matches(pod.metadata.labels.as_ref()))
             .collect();
+        // No eligible domain at all: nothing to be skewed against, every node passes.
+        let min = cs
+            .iter()
+            .zip(&counts)
+            .map(|(c, m)| {
+                if m.len() < c.min_domains {
+                    0
+                } else {
+                    m.values().copied().min().unwrap_or(i64::MAX / 2)
+                }
+            })
+            .collect();
         state.write(PreFilterState {
             constraints: cs,
             counts,
+            min,
             self_match,
         });
         (PreFilterResult::default(), Status::success())
@@ -156,13 +171,8 @@ impl FilterPlugin for PodTopologySpread {
             let Some(value) = topology_value(node, &c.topology_key) else {
                 return Status::unresolvable(ERR_REASON_NODE_LABEL_NOT_MATCH);
             };
-            let counts = &s.counts[i];
-            let min = if counts.len() < c.min_domains {
-                0
-            } else {
-                counts.values().copied().min().unwrap_or(i64::MAX / 2)
-            };
-            let skew = counts.get(value).copied().unwrap_or(0) + i64::from(s.self_match[i]) - min;
+            let matching = s.counts[i].get(value).copied().unwrap_or(0);
+            let skew = matching + i64::from(s.self_match[i]) - s.min[i];
             if skew > c.max_skew {
                 return Status::unschedulable(ERR_REASON_CONSTRAINTS_NOT_MATCH);
             }
