@@ -172,6 +172,8 @@ fn get_watch_shows_changes(c: &Cluster) {
     let line = watch.wait_for_line(&["w1"], Duration::from_secs(30));
     let cells: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&cells[..4], ["w1", "0/1", "Pending", "0"], "{line}");
+    let mut one = c.kubectl_stream(&["get", "pod", "w1", "-w", "-o", "name"]);
+    one.wait_for_line(&["pod/w1"], Duration::from_secs(30));
     c.kubectl(&["label", "pod", "w1", "seen=yes"]).ok();
     // The label change arrives as a second row for w1.
     watch.wait_for_line(&["w1", "Pending"], Duration::from_secs(30));
