@@ -174,6 +174,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     ));
 
     let graceful = GracefulShutdown::new();
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     let builder = auto::Builder::new(TokioExecutor::new());
 
@@ -199,6 +200,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -211,7 +213,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
             let identity = PeerIdentity::from_certificates(tls.get_ref().1.peer_certificates());
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(identity.clone());
-                app.clone().oneshot(req)
+                let stopping = stopping.clone();
+                let response = app.clone().oneshot(req);
+                async move { response.await.map(|resp| end_streams_on_shutdown(resp, stopping)) }
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -220,13 +224,68 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         });
     }
 
-    tracing::info!("shutting down: no new connections");
+    tracing::info!("shutting down: no new connections, open watches end");
     drop(listener);
+    let _ = stopping_tx.send(true);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::info!("closing the remaining connections"),
     }
     Ok(())
+}
+
+/// Streaming responses (watches, followed logs) end cleanly once the server is stopping — as when their
+/// `timeoutSeconds` runs out, so clients re-list elsewhere — instead of holding shutdown for the whole grace
+/// period. Bodies of known size are never cut.
+fn end_streams_on_shutdown(
+    resp: axum::response::Response,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> axum::response::Response {
+    use hyper::body::Body as _;
+    if resp.body().size_hint().exact().is_some() {
+        return resp;
+    }
+    resp.map(|inner| {
+        let mut stopping = stopping;
+        let stopped = Box::pin(async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+        axum::body::Body::new(EndOnShutdown { inner, stopped })
+    })
+}
+
+/// A response body that ends at its next idle moment after shutdown begins (never mid-frame).
+struct EndOnShutdown {
+    inner: axum::body::Body,
+    stopped: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl hyper::body::Body for EndOnShutdown {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match this.stopped.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// `DIR/kubeconfig.yaml` (for the real port) and the node token file, both 0600.

@@ -157,6 +157,10 @@ fn sigterm_with_an_open_watch_still_exits() {
         "the server exits 0 on SIGTERM with a watch open:\n{}",
         c.server_log_tail()
     );
+    // The watch ended with the shutdown instead of being cut off when the grace period ran out.
+    let log = c.server_log_tail();
+    assert!(log.contains("all connections closed"), "{log}");
+    assert!(!log.contains("closing the remaining connections"), "{log}");
 }
 
 /// What ALPN and certificate a TLS client gets: kubectl and client-go speak HTTP/2, the Python client
