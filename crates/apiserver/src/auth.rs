@@ -401,6 +401,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn client_certificate_names_user_and_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::tls::Pki::load_or_create(dir.path(), &["127.0.0.1".to_string()]).unwrap();
+        let der: Vec<_> = rustls_pemfile::certs(&mut pki.admin_cert_pem.as_bytes())
+            .map(Result::unwrap)
+            .collect();
+        let peer = PeerIdentity::from_certificates(Some(&der));
+        assert_eq!(peer.0, Some(UserInfo::new("system:admin", &["system:masters"])));
+        assert_eq!(PeerIdentity::from_certificates(None).0, None);
+    }
+
     struct DenyDeletes;
     impl Authorizer for DenyDeletes {
         fn authorize(&self, _user: &UserInfo, attrs: &RequestAttributes) -> Decision {

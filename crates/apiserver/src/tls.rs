@@ -661,6 +661,33 @@ mod tests {
     }
 
     #[test]
+    fn certificates_from_another_cluster_are_refused() {
+        let ours = tempfile::tempdir().unwrap();
+        let theirs = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(ours.path(), &sans()).unwrap();
+        let other = Pki::load_or_create(theirs.path(), &sans()).unwrap();
+        assert_ne!(pki.ca_cert_pem, other.ca_cert_pem);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(pem_certs(&pki.ca_cert_pem, "ca").unwrap().remove(0))
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+        assert!(
+            !verifier.client_auth_mandatory(),
+            "clients without a certificate may still use a token"
+        );
+        let foreign = pem_certs(&other.admin_cert_pem, "admin").unwrap().remove(0);
+        let now = rustls::pki_types::UnixTime::now();
+        assert!(verifier.verify_client_cert(&foreign, &[], now).is_err());
+        let own = pem_certs(&pki.admin_cert_pem, "admin").unwrap().remove(0);
+        assert!(verifier.verify_client_cert(&own, &[], now).is_ok());
+    }
+
+    #[test]
     fn kubeconfig_embeds_ca_and_client_credentials() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::load_or_create(dir.path(), &sans()).unwrap();
