@@ -8,7 +8,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Pod;
 use rand::Rng;
 
-use crate::framework::{CycleState, MAX_NODE_SCORE, NodeScore, Profile, Status};
+use crate::framework::{CycleState, MAX_NODE_SCORE, NodeScore, PostFilterResult, Profile, Status};
 use crate::snapshot::{NodeInfo, Snapshot};
 
 /// Below this many nodes every node is evaluated (kube's `minFeasibleNodesToFind`).
@@ -34,6 +34,8 @@ pub struct Diagnosis {
 pub struct FitError {
     pub num_all_nodes: usize,
     pub diagnosis: Diagnosis,
+    /// Set when a PostFilter plugin (preemption) made room for the pod on a node.
+    pub post_filter_result: Option<PostFilterResult>,
 }
 
 impl fmt::Display for FitError {
@@ -57,7 +59,8 @@ impl fmt::Display for FitError {
             }
         }
         if let Some(msg) = &self.diagnosis.post_filter_msg {
-            write!(f, " {msg}.")?;
+            // The message usually is itself a FitError ending in "."; print one period, as kube ≥1.28 does.
+            write!(f, " {}.", msg.trim_end_matches('.'))?;
         }
         Ok(())
     }
@@ -143,6 +146,7 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
                 let fit = FitError {
                     num_all_nodes: num_all,
                     diagnosis,
+                    post_filter_result: None,
                 };
                 return result(Outcome::Unschedulable(fit), state, 0, 0, start);
             }
@@ -165,6 +169,7 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
         .iter()
         .filter(|p| !skipped.contains(p.name()))
         .collect();
+    state.write(crate::framework::SkippedFilters(skipped));
     let mut diagnosis = Diagnosis::default();
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(to_find.min(candidates));
     let mut evaluated = 0;
@@ -221,21 +226,24 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
             }
         }
         let mut post_msgs = Vec::new();
+        let mut post_filter_result = None;
         for p in &profile.post_filter {
-            let (nominated, status) = p.post_filter(&state, pod, snapshot, &diagnosis.node_statuses);
-            if status.is_success() && nominated.is_some() {
+            let (res, status) = p.post_filter(&state, pod, snapshot, &diagnosis.node_statuses);
+            if status.is_success() {
+                post_filter_result = Some(res);
                 break;
             }
             if !status.reasons.is_empty() {
                 post_msgs.push(status.to_string());
             }
         }
-        if !post_msgs.is_empty() {
+        if post_filter_result.is_none() && !post_msgs.is_empty() {
             diagnosis.post_filter_msg = Some(post_msgs.join(" "));
         }
         let fit = FitError {
             num_all_nodes: num_all,
             diagnosis,
+            post_filter_result,
         };
         return result(Outcome::Unschedulable(fit), state, evaluated, 0, next_start);
     }
@@ -407,7 +415,11 @@ mod tests {
             [],
         );
         let r = run(&pod_with_requests("big", &[("cpu", "2")]), &s);
-        assert_eq!(message(&r), "0/3 nodes are available: 3 Insufficient cpu.");
+        assert_eq!(
+            message(&r),
+            "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: \
+             3 No preemption victims found for incoming pod."
+        );
     }
 
     #[test]
@@ -431,7 +443,9 @@ mod tests {
         assert_eq!(
             message(&r),
             "0/4 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint \
-             {node-role.kubernetes.io/control-plane: }, 1 node(s) were unschedulable, 2 Insufficient cpu."
+             {node-role.kubernetes.io/control-plane: }, 1 node(s) were unschedulable, 2 Insufficient cpu. \
+             preemption: 0/4 nodes are available: 2 No preemption victims found for incoming pod, \
+             2 Preemption is not helpful for scheduling."
         );
         let Outcome::Unschedulable(fit) = &r.outcome else {
             unreachable!()
@@ -480,7 +494,7 @@ mod tests {
         placed.sort();
         assert_eq!(placed, vec!["n1", "n1", "n2", "n2"]);
         let r = run(&pod_with_requests("p5", &[("cpu", "1")]), &s);
-        assert_eq!(message(&r), "0/2 nodes are available: 2 Insufficient cpu.");
+        assert!(message(&r).starts_with("0/2 nodes are available: 2 Insufficient cpu. preemption: "));
     }
 
     #[test]
@@ -558,8 +572,13 @@ mod tests {
     #[test]
     fn custom_filter_plugin_reasons_show_up() {
         let s = Snapshot::from_objects([node("n1", "4", "8Gi", 110)], []);
-        let profile = default_profile("x").with_filter(Arc::new(Deny));
+        let mut profile = default_profile("x").with_filter(Arc::new(Deny));
+        profile.post_filter.clear();
         let r = schedule_one(&pod("p"), &s, &profile, 0);
-        assert_eq!(message(&r), "0/1 nodes are available: 1 denied.");
+        assert_eq!(
+            message(&r),
+            "0/1 nodes are available: 1 denied.",
+            "no preemption part without PostFilter"
+        );
     }
 }

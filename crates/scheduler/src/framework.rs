@@ -144,6 +144,11 @@ impl fmt::Debug for CycleState {
     }
 }
 
+/// The plugins whose PreFilter returned `Skip` this cycle (their Filter must not run); written to the
+/// [`CycleState`] by the core after PreFilter, for plugins that re-run filters (preemption).
+#[derive(Clone, Debug, Default)]
+pub struct SkippedFilters(pub HashSet<&'static str>);
+
 /// A cluster change that can make an unschedulable pod schedulable (what moves pods out of the
 /// unschedulable queue).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -201,18 +206,27 @@ pub trait FilterPlugin: Plugin {
     fn filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status;
 }
 
+/// What a PostFilter plugin proposes when it can make room: nominate a node for the pod once `victims`
+/// (lower-priority pods on it) are gone. The I/O shell deletes the victims and sets
+/// `status.nominatedNodeName`; the pod itself is retried when the deletions are observed.
+#[derive(Clone, Debug, Default)]
+pub struct PostFilterResult {
+    pub nominated_node: Option<String>,
+    pub victims: Vec<Arc<Pod>>,
+}
+
 /// Runs only when no node passed the filters (kube's preemption lives here).
 pub trait PostFilterPlugin: Plugin {
-    /// Contract: may nominate a node (returned name) where the pod would fit after some change; the
-    /// scheduler does not bind to it in this cycle. `Success` with a node means "retry there later";
-    /// `Unschedulable` with reasons adds to the FailedScheduling message.
+    /// Contract: pure, like a filter; `statuses` holds every node's rejecting status. `Success` with a
+    /// nominated node ends the PostFilter phase; a rejection's reasons are appended to the FailedScheduling
+    /// message (kube's DefaultPreemption prefixes them with `preemption: `).
     fn post_filter(
         &self,
         state: &CycleState,
         pod: &Pod,
         snapshot: &Snapshot,
         statuses: &HashMap<String, Status>,
-    ) -> (Option<String>, Status);
+    ) -> (PostFilterResult, Status);
 }
 
 /// Runs once per cycle before scoring, with the feasible nodes.

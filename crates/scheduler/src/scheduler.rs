@@ -141,6 +141,12 @@ enum Report {
         reason: &'static str,
         message: String,
     },
+    /// Delete `victims` so `preemptor` fits on `node`, and nominate that node for it.
+    Preempt {
+        preemptor: Arc<Pod>,
+        node: String,
+        victims: Vec<Arc<Pod>>,
+    },
 }
 
 /// Forwards a watcher stream into the loop, turning re-lists into one `*Listed` batch.
@@ -293,6 +299,37 @@ async fn write_report(recorder: &EventRecorder, client: &kube::Client, report: R
             let msg = format!("Successfully assigned {} to {node}", pod_key(&pod));
             if let Err(e) = recorder.record(&pod, "Normal", "Scheduled", &msg).await {
                 tracing::debug!(error = %e, "recording Scheduled event failed");
+            }
+        }
+        Report::Preempt {
+            preemptor,
+            node,
+            victims,
+        } => {
+            let uid = preemptor.metadata.uid.clone().unwrap_or_default();
+            for victim in victims {
+                let ns = victim.metadata.namespace.as_deref().unwrap_or("default");
+                let name = victim.metadata.name.as_deref().unwrap_or_default();
+                let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+                match api.delete(name, &kube::api::DeleteParams::default()).await {
+                    Ok(_) => {
+                        let msg = format!("Preempted by pod {uid} on node {node}");
+                        if let Err(e) = recorder.record(&victim, "Normal", "Preempted", &msg).await {
+                            tracing::debug!(error = %e, "recording Preempted event failed");
+                        }
+                    }
+                    Err(e) => tracing::info!(error = %e, pod = name, "deleting preemption victim failed"),
+                }
+            }
+            let ns = preemptor.metadata.namespace.as_deref().unwrap_or("default");
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            let patch = serde_json::json!({"status": {"nominatedNodeName": node}});
+            let name = preemptor.metadata.name.as_deref().unwrap_or_default();
+            if let Err(e) = api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!(error = %e, pod = name, "setting nominatedNodeName failed");
             }
         }
         Report::Failed { pod, reason, message } => {
@@ -540,6 +577,18 @@ impl Loop {
             }
             Outcome::Unschedulable(fit) => {
                 let message = fit.to_string();
+                if let Some(res) = &fit.post_filter_result
+                    && let Some(node) = res.nominated_node.clone()
+                    && !res.victims.is_empty()
+                {
+                    tracing::info!(pod = %qp.key, %node, victims = res.victims.len(), "preempting");
+                    let report = Report::Preempt {
+                        preemptor: qp.pod.clone(),
+                        node,
+                        victims: res.victims.clone(),
+                    };
+                    let _ = self.reports.try_send(report);
+                }
                 self.queue
                     .requeue_unschedulable(&qp.key, fit.diagnosis.unschedulable_plugins, now);
                 self.report_failure(qp.pod, &qp.key, "Unschedulable", message);
@@ -675,6 +724,7 @@ mod tests {
             match report {
                 Report::Scheduled { pod, node } => scheduled.push((pod_key(&pod), node)),
                 Report::Failed { reason, message, .. } => failed.push((reason, message)),
+                Report::Preempt { .. } => panic!("nothing to preempt at equal priority"),
             }
         }
         assert_eq!(scheduled, bound);
@@ -682,7 +732,9 @@ mod tests {
             failed,
             vec![(
                 "Unschedulable",
-                "0/1 nodes are available: 1 Insufficient cpu.".to_string()
+                "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: \
+                 1 No preemption victims found for incoming pod."
+                    .to_string()
             )]
         );
         let waiting = if bound[0].0 == "default/a" {
@@ -734,6 +786,51 @@ mod tests {
         assert_eq!(
             *h.binder.bound.lock().unwrap(),
             vec![("default/w".to_string(), "n1".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn higher_priority_pod_preempts_a_lower_priority_one() {
+        let mut h = harness(RecordingBinder::default());
+        h.looper
+            .handle(Input::NodesListed(vec![node("n1", "1", "4Gi", 110)]))
+            .unwrap();
+        let mut low = bound(pod_with_requests("low", &[("cpu", "1")]), "n1");
+        low.spec.as_mut().unwrap().priority = Some(1);
+        let mut high = mine(pod_with_requests("high", &[("cpu", "1")]));
+        high.spec.as_mut().unwrap().priority = Some(1000);
+        h.looper.handle(Input::PodsListed(vec![low, high])).unwrap();
+        h.run_once().await;
+        let mut preempted = None;
+        while let Ok(report) = h.reports.try_recv() {
+            if let Report::Preempt {
+                preemptor,
+                node,
+                victims,
+            } = report
+            {
+                let victims: Vec<String> = victims.iter().map(|v| pod_key(v)).collect();
+                preempted = Some((pod_key(&preemptor), node, victims));
+            }
+        }
+        assert_eq!(
+            preempted,
+            Some((
+                "default/high".into(),
+                "n1".into(),
+                vec!["default/low".to_string()]
+            ))
+        );
+        // Once the victim's deletion is observed the preemptor is retried and bound there.
+        let victim = bound(pod_with_requests("low", &[("cpu", "1")]), "n1");
+        h.looper
+            .handle(Input::Pod(Box::new(watcher::Event::Delete(victim))))
+            .unwrap();
+        h.looper.queue.flush(Instant::now() + Duration::from_secs(2));
+        h.run_once().await;
+        assert_eq!(
+            *h.binder.bound.lock().unwrap(),
+            vec![("default/high".to_string(), "n1".to_string())]
         );
     }
 

@@ -259,7 +259,9 @@ async fn binds_pods_to_fitting_nodes_reports_failures_and_leaves_other_scheduler
         (
             "False".to_string(),
             "Unschedulable".to_string(),
-            "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: special}, 2 Insufficient cpu."
+            "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: special}, 2 Insufficient cpu. \
+             preemption: 0/3 nodes are available: 1 Preemption is not helpful for scheduling, \
+             2 No preemption victims found for incoming pod."
                 .to_string()
         )
     );

@@ -7,6 +7,7 @@ use crate::framework::Profile;
 
 pub mod balanced_allocation;
 pub mod default_binder;
+pub mod default_preemption;
 pub mod helpers;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
@@ -19,6 +20,7 @@ pub mod taint_toleration;
 
 pub use balanced_allocation::BalancedAllocation;
 pub use default_binder::DefaultBinder;
+pub use default_preemption::DefaultPreemption;
 pub use inter_pod_affinity::InterPodAffinity;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
@@ -30,7 +32,8 @@ pub use taint_toleration::TaintToleration;
 
 /// The filter and score plugins of kube-scheduler's default profile, in its order and with its weights
 /// (TaintToleration 3, NodeAffinity 2, PodTopologySpread 2, InterPodAffinity 2, NodeResourcesFit 1,
-/// BalancedAllocation 1). No Bind plugin: the I/O shell adds [`DefaultBinder`] with its client.
+/// BalancedAllocation 1), and [`DefaultPreemption`] as PostFilter. No Bind plugin: the I/O shell adds
+/// [`DefaultBinder`] with its client.
 pub fn default_profile(scheduler_name: &str) -> Profile {
     let unschedulable = Arc::new(NodeUnschedulable);
     let node_name = Arc::new(NodeName);
@@ -41,7 +44,7 @@ pub fn default_profile(scheduler_name: &str) -> Profile {
     let spread = Arc::new(PodTopologySpread);
     let inter = Arc::new(InterPodAffinity);
     let balanced = Arc::new(BalancedAllocation);
-    Profile::new(scheduler_name)
+    let profile = Profile::new(scheduler_name)
         .with_pre_filter(affinity.clone())
         .with_pre_filter(ports.clone())
         .with_pre_filter(fit.clone())
@@ -66,5 +69,7 @@ pub fn default_profile(scheduler_name: &str) -> Profile {
         .with_score(spread, 2)
         .with_score(inter, 2)
         .with_score(fit, 1)
-        .with_score(balanced, 1)
+        .with_score(balanced, 1);
+    let preemption = DefaultPreemption::new(profile.filter.clone());
+    profile.with_post_filter(Arc::new(preemption))
 }
