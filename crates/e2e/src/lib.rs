@@ -253,6 +253,16 @@ impl Cluster {
         self.spawn();
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all) and starts it again on the same data: what an
+    /// acknowledged write must survive.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
+    }
+
     /// Runs `kubectl --kubeconfig … ARGS`.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_with_stdin(args, None)

@@ -879,6 +879,41 @@ fn validation_speaks_kubernetes(c: &Cluster) {
     assert!(stderr.contains("spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""), "{stderr}");
 }
 
+fn acknowledged_writes_survive_kill_9(c: &mut Cluster) {
+    for i in 0..5 {
+        c.kubectl(&[
+            "create",
+            "configmap",
+            &format!("cm-{i}"),
+            &format!("--from-literal=i={i}"),
+        ])
+        .ok();
+    }
+    c.kubectl(&["label", "configmap", "cm-4", "last=yes"]).ok();
+    c.crash_and_restart();
+    let names = c.kubectl(&["get", "configmaps", "-o", "name"]);
+    let names: Vec<&str> = names
+        .ok()
+        .lines()
+        .filter(|l| l.starts_with("configmap/cm-"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "configmap/cm-0",
+            "configmap/cm-1",
+            "configmap/cm-2",
+            "configmap/cm-3",
+            "configmap/cm-4"
+        ]
+    );
+    assert_eq!(
+        c.kubectl(&["get", "cm", "cm-4", "-o", "jsonpath={.metadata.labels.last}"])
+            .ok(),
+        "yes"
+    );
+}
+
 /// Each test gets its own server (and etcd) so tests can run in parallel.
 macro_rules! on_both_datastores {
     ($($name:ident),* $(,)?) => {
@@ -912,6 +947,7 @@ on_both_datastores!(
     objects_survive_a_restart,
     tables_for_pods_endpoints_and_secrets,
     validation_speaks_kubernetes,
+    acknowledged_writes_survive_kill_9,
 );
 
 fn tables_for_pods_endpoints_and_secrets(c: &Cluster) {
