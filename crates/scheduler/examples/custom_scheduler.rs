@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Pods the filter rejects everywhere stay Pending with a FailedScheduling event such as
-//! `0/3 nodes are available: 3 node(s) are not in pool gpu.`, and are retried when a node is added or
-//! relabelled (the plugin registers those cluster events).
+//! `0/3 nodes are available: 3 node(s) are not in pool gpu. preemption: 0/3 nodes are available:
+//! 3 Preemption is not helpful for scheduling.`, and are retried when a node is added or relabelled (the
+//! plugin registers those cluster events).
 
 use std::sync::Arc;
 
@@ -49,8 +50,9 @@ impl FilterPlugin for NodePool {
     fn filter(&self, _state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Status {
         match node.labels().and_then(|l| l.get(POOL_LABEL)) {
             Some(pool) if *pool == self.pool => Status::success(),
-            // Relabelling the node can fix this, so Unschedulable rather than ...AndUnresolvable.
-            _ => Status::unschedulable(self.reason.clone()),
+            // Evicting pods cannot move a node into the pool: UnschedulableAndUnresolvable tells
+            // DefaultPreemption not to try. Relabelling can, hence the NodeUpdate event above.
+            _ => Status::unresolvable(self.reason.clone()),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use rand::Rng;
@@ -169,7 +170,9 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
         .iter()
         .filter(|p| !skipped.contains(p.name()))
         .collect();
-    state.write(crate::framework::SkippedFilters(skipped));
+    state.write(crate::framework::CycleFilters(
+        filters.iter().map(|f| Arc::clone(f)).collect(),
+    ));
     let mut diagnosis = Diagnosis::default();
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(to_find.min(candidates));
     let mut evaluated = 0;

@@ -144,10 +144,11 @@ impl fmt::Debug for CycleState {
     }
 }
 
-/// The plugins whose PreFilter returned `Skip` this cycle (their Filter must not run); written to the
-/// [`CycleState`] by the core after PreFilter, for plugins that re-run filters (preemption).
-#[derive(Clone, Debug, Default)]
-pub struct SkippedFilters(pub HashSet<&'static str>);
+/// The Filter plugins that ran this cycle (the profile's, minus those whose PreFilter returned `Skip`);
+/// written to the [`CycleState`] by the core before filtering, for plugins that re-run the filters on a
+/// changed node (preemption).
+#[derive(Clone, Default)]
+pub struct CycleFilters(pub Vec<Arc<dyn FilterPlugin>>);
 
 /// A cluster change that can make an unschedulable pod schedulable (what moves pods out of the
 /// unschedulable queue).

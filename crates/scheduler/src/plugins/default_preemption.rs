@@ -10,37 +10,27 @@
 //! nominated to a node are not accounted for other pods.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::core::{Diagnosis, FitError};
-use crate::framework::{
-    Code, CycleState, FilterPlugin, Plugin, PostFilterPlugin, PostFilterResult, SkippedFilters, Status,
-};
+use crate::framework::{Code, CycleFilters, CycleState, Plugin, PostFilterPlugin, PostFilterResult, Status};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "DefaultPreemption";
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 
-/// See the module documentation. Holds the profile's filter plugins to re-check nodes without victims.
-pub struct DefaultPreemption {
-    filters: Vec<Arc<dyn FilterPlugin>>,
-}
+/// See the module documentation. Re-runs the filters of the current cycle ([`CycleFilters`]).
+#[derive(Debug, Default)]
+pub struct DefaultPreemption;
 
 impl DefaultPreemption {
-    pub fn new(filters: Vec<Arc<dyn FilterPlugin>>) -> DefaultPreemption {
-        DefaultPreemption { filters }
-    }
-
     fn fits(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
-        let skipped = state.read::<SkippedFilters>();
-        for f in self
-            .filters
-            .iter()
-            .filter(|f| !skipped.is_some_and(|s| s.0.contains(f.name())))
-        {
+        let Some(filters) = state.read::<CycleFilters>() else {
+            return Status::error("DefaultPreemption: the cycle's filters are not in the CycleState");
+        };
+        for f in &filters.0 {
             let status = f.filter(state, pod, node);
             if !status.is_success() {
                 return status.with_plugin(f.name());
@@ -272,6 +262,46 @@ mod tests {
             "n1-mid is reprieved: removing n1-low suffices"
         );
         assert_eq!(fit.diagnosis.post_filter_msg, None);
+    }
+
+    struct RejectNode(&'static str);
+    impl Plugin for RejectNode {
+        fn name(&self) -> &'static str {
+            "RejectNode"
+        }
+    }
+    impl crate::framework::FilterPlugin for RejectNode {
+        fn filter(&self, _: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
+            if node.name == self.0 {
+                Status::unschedulable("rejected by RejectNode")
+            } else {
+                Status::success()
+            }
+        }
+    }
+
+    #[test]
+    fn custom_filters_of_the_profile_are_respected_when_choosing_victims() {
+        let s = Snapshot::from_objects(
+            [node("n1", "1", "4Gi", 110)],
+            [bound(
+                with_priority(pod_with_requests("low", &[("cpu", "1")]), 1),
+                "n1",
+            )],
+        );
+        let profile = default_profile("x").with_filter(std::sync::Arc::new(RejectNode("n1")));
+        let p = with_priority(pod_with_requests("p", &[("cpu", "1")]), 10);
+        let Outcome::Unschedulable(fit) = schedule_one(&p, &s, &profile, 0).outcome else {
+            panic!()
+        };
+        assert!(
+            fit.post_filter_result.is_none(),
+            "evicting on a node the profile rejects anyway"
+        );
+        assert!(
+            fit.to_string()
+                .ends_with("preemption: 0/1 nodes are available: 1 rejected by RejectNode.")
+        );
     }
 
     #[test]

@@ -70,6 +70,5 @@ pub fn default_profile(scheduler_name: &str) -> Profile {
         .with_score(inter, 2)
         .with_score(fit, 1)
         .with_score(balanced, 1);
-    let preemption = DefaultPreemption::new(profile.filter.clone());
-    profile.with_post_filter(Arc::new(preemption))
+    profile.with_post_filter(Arc::new(DefaultPreemption))
 }
