@@ -62,6 +62,16 @@ pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Ve
         ("batch", "CronJob") => v.cron_job(obj),
         ("discovery.k8s.io", "EndpointSlice") => v.endpoint_slice(obj),
         ("rbac.authorization.k8s.io", "Role") | ("rbac.authorization.k8s.io", "ClusterRole") => v.role(obj),
+        ("policy", "PodDisruptionBudget") => v.pod_disruption_budget(obj),
+        ("autoscaling", "HorizontalPodAutoscaler") => v.horizontal_pod_autoscaler(obj),
+        ("scheduling.k8s.io", "PriorityClass") => v.priority_class(obj, old),
+        ("coordination.k8s.io", "Lease") => {
+            for key in ["leaseDurationSeconds", "leaseTransitions"] {
+                v.non_negative(&format!("spec.{key}"), obj.pointer(&format!("/spec/{key}")));
+            }
+        }
+        ("networking.k8s.io", "Ingress") => v.ingress(obj),
+        ("networking.k8s.io", "NetworkPolicy") => v.network_policy(obj),
         ("rbac.authorization.k8s.io", "RoleBinding")
         | ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
             v.role_binding(obj, old, kind == "ClusterRoleBinding")
@@ -1696,6 +1706,166 @@ impl Validator {
         }
     }
 
+    // ---- policy, autoscaling, scheduling, networking --------------------------------------------------
+
+    fn pod_disruption_budget(&mut self, obj: &Value) {
+        let empty = Value::Null;
+        let spec = obj.get("spec").unwrap_or(&empty);
+        if spec.get("minAvailable").is_some_and(|v| !v.is_null())
+            && spec.get("maxUnavailable").is_some_and(|v| !v.is_null())
+        {
+            self.invalid_shown(
+                "spec",
+                "policy.PodDisruptionBudgetSpec{…}",
+                "minAvailable and maxUnavailable cannot be both set",
+            );
+        }
+        for key in ["minAvailable", "maxUnavailable"] {
+            match spec.get(key) {
+                Some(Value::Number(n)) if n.as_i64().unwrap_or(0) < 0 => {
+                    self.invalid(format!("spec.{key}"), &Value::Number(n.clone()), "must be greater than or equal to 0")
+                }
+                Some(Value::String(p)) => {
+                    match p.strip_suffix('%').and_then(|n| n.parse::<i64>().ok()) {
+                        None => self.invalid(
+                            format!("spec.{key}"),
+                            &Value::String(p.clone()),
+                            "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  \
+                             or '93%', regex used for validation is '[0-9]+%')",
+                        ),
+                        Some(n) if n > 100 => {
+                            self.invalid(format!("spec.{key}"), &Value::String(p.clone()), "must not be greater than 100%")
+                        }
+                        Some(_) => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(sel) = spec.get("selector").filter(|s| !s.is_null()) {
+            self.label_selector("spec.selector", sel);
+        }
+    }
+
+    fn horizontal_pod_autoscaler(&mut self, obj: &Value) {
+        let empty = Value::Null;
+        let spec = obj.get("spec").unwrap_or(&empty);
+        let max = spec.get("maxReplicas").and_then(Value::as_i64).unwrap_or(0);
+        if max < 1 {
+            self.invalid("spec.maxReplicas", &Value::from(max), "must be greater than 0");
+        }
+        if let Some(min) = spec.get("minReplicas").and_then(Value::as_i64) {
+            if min < 1 {
+                self.invalid(
+                    "spec.minReplicas",
+                    &Value::from(min),
+                    "must be greater than or equal to 1",
+                );
+            } else if max >= 1 && max < min {
+                self.invalid(
+                    "spec.maxReplicas",
+                    &Value::from(max),
+                    "must be greater than or equal to `minReplicas`",
+                );
+            }
+        }
+        let target = spec.get("scaleTargetRef").unwrap_or(&empty);
+        if str_at(target, "kind").is_empty() {
+            self.required("spec.scaleTargetRef.kind", "");
+        }
+        if str_at(target, "name").is_empty() {
+            self.required("spec.scaleTargetRef.name", "");
+        }
+    }
+
+    fn priority_class(&mut self, obj: &Value, old: Option<&Value>) {
+        // The system classes (system-node-critical, system-cluster-critical) sit above the user maximum.
+        const HIGHEST_USER_DEFINABLE_PRIORITY: i64 = 1_000_000_000;
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let value = obj.get("value").and_then(Value::as_i64).unwrap_or(0);
+        if !name.starts_with("system-") && value > HIGHEST_USER_DEFINABLE_PRIORITY {
+            self.forbidden(
+                "value",
+                &format!(
+                    "maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE_PRIORITY}"
+                ),
+            );
+        }
+        self.one_of(
+            "preemptionPolicy",
+            obj.get("preemptionPolicy"),
+            &["Never", "PreemptLowerPriority"],
+        );
+        if let Some(old) = old
+            && old.get("value") != obj.get("value")
+        {
+            self.forbidden("value", "may not be changed in an update.");
+        }
+    }
+
+    fn ingress(&mut self, obj: &Value) {
+        for (i, rule) in arr(obj.get("spec").unwrap_or(&Value::Null), "rules")
+            .iter()
+            .enumerate()
+        {
+            let host = str_at(rule, "host");
+            if !host.is_empty() {
+                let check = host.strip_prefix("*.").unwrap_or(host);
+                if host.parse::<IpAddr>().is_ok() {
+                    self.invalid(
+                        format!("spec.rules[{i}].host"),
+                        &Value::String(host.to_string()),
+                        "must be a DNS name, not an IP address",
+                    );
+                } else {
+                    self.check(&format!("spec.rules[{i}].host"), host, dns1123_subdomain(check));
+                }
+            }
+            for (j, path) in arr(rule.get("http").unwrap_or(&Value::Null), "paths")
+                .iter()
+                .enumerate()
+            {
+                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                match path.get("pathType").and_then(Value::as_str) {
+                    None => self.required(format!("{field}.pathType"), "pathType must be specified"),
+                    Some(t) if !["Exact", "ImplementationSpecific", "Prefix"].contains(&t) => self
+                        .not_supported(
+                            format!("{field}.pathType"),
+                            t,
+                            &["Exact", "ImplementationSpecific", "Prefix"],
+                        ),
+                    Some(t) => {
+                        let p = str_at(path, "path");
+                        if t != "ImplementationSpecific" && !p.starts_with('/') {
+                            self.invalid(
+                                format!("{field}.path"),
+                                &Value::String(p.to_string()),
+                                "must be an absolute path",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn network_policy(&mut self, obj: &Value) {
+        let empty = Value::Null;
+        let spec = obj.get("spec").unwrap_or(&empty);
+        if let Some(sel) = spec.get("podSelector").filter(|s| !s.is_null()) {
+            self.label_selector("spec.podSelector", sel);
+        }
+        for (i, t) in arr(spec, "policyTypes").iter().enumerate() {
+            let t = t.as_str().unwrap_or_default();
+            if !["Ingress", "Egress"].contains(&t) {
+                self.not_supported(format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]);
+            }
+        }
+    }
+
     // ---- RBAC -----------------------------------------------------------------------------------------
 
     fn role(&mut self, obj: &Value) {
@@ -2131,6 +2301,64 @@ mod tests {
         assert_eq!(
             messages(&validate("", "Secret", &retyped, Some(&old))),
             ["type: Invalid value: \"kubernetes.io/basic-auth\": field is immutable"]
+        );
+    }
+
+    #[test]
+    fn policy_autoscaling_scheduling_networking() {
+        let pdb = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"minAvailable": 1, "maxUnavailable": "150%"}});
+        assert_eq!(
+            messages(&validate("policy", "PodDisruptionBudget", &pdb, None)),
+            [
+                "spec: Invalid value: policy.PodDisruptionBudgetSpec{…}: minAvailable and maxUnavailable cannot be both set",
+                "spec.maxUnavailable: Invalid value: \"150%\": must not be greater than 100%",
+            ]
+        );
+        let hpa = json!({"metadata": {"name": "h", "namespace": "d"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 5, "maxReplicas": 2}});
+        assert_eq!(
+            messages(&validate("autoscaling", "HorizontalPodAutoscaler", &hpa, None)),
+            ["spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"]
+        );
+        let pc = json!({"metadata": {"name": "huge"}, "value": 2_000_000_000});
+        assert_eq!(
+            messages(&validate("scheduling.k8s.io", "PriorityClass", &pc, None)),
+            ["value: Forbidden: maximum allowed value of a user defined priority is 1000000000"]
+        );
+        let system = json!({"metadata": {"name": "system-node-critical"}, "value": 2_000_001_000});
+        assert_eq!(
+            validate("scheduling.k8s.io", "PriorityClass", &system, None),
+            vec![]
+        );
+        let ok = json!({"metadata": {"name": "high"}, "value": 1000});
+        let mut changed = ok.clone();
+        changed["value"] = json!(2000);
+        assert_eq!(
+            messages(&validate(
+                "scheduling.k8s.io",
+                "PriorityClass",
+                &changed,
+                Some(&ok)
+            )),
+            ["value: Forbidden: may not be changed in an update."]
+        );
+        let ing = json!({"metadata": {"name": "i", "namespace": "d"}, "spec": {"rules": [
+            {"host": "*.example.com", "http": {"paths": [{"path": "/", "pathType": "Prefix"}, {"path": "api", "pathType": "Exact"}, {"path": "/x"}]}},
+            {"host": "Bad_Host"}]}});
+        let errs = messages(&validate("networking.k8s.io", "Ingress", &ing, None));
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert_eq!(
+            errs[0],
+            "spec.rules[0].http.paths[1].path: Invalid value: \"api\": must be an absolute path"
+        );
+        assert_eq!(
+            errs[1],
+            "spec.rules[0].http.paths[2].pathType: Required value: pathType must be specified"
+        );
+        assert!(
+            errs[2].starts_with(
+                "spec.rules[1].host: Invalid value: \"Bad_Host\": a lowercase RFC 1123 subdomain"
+            )
         );
     }
 
