@@ -36,6 +36,9 @@ pub fn partial_metadata(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
+/// Tables with at least this many rows are rendered in parallel.
+const PARALLEL_ROWS: usize = 2000;
+
 /// A Table of `items`, written straight to bytes: each row is its cells plus the object's cached
 /// PartialObjectMetadata (or full JSON), so a large list costs the cells and a copy, not a Value tree.
 /// `metadata` is the list metadata (resourceVersion, continue).
@@ -52,27 +55,49 @@ pub fn table(kind: &Kind, items: &[Arc<CachedObject>], metadata: Value, include:
         &Value::Array(tables::column_definitions(kind.group, kind.kind)),
     );
     out.extend_from_slice(br#","rows":["#);
-    for (i, o) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(br#"{"cells":"#);
-        write(
-            &mut out,
-            &Value::Array(tables::row_cells(kind.group, kind.kind, &o.value, now)),
-        );
-        match include {
-            IncludeObject::None => {}
-            IncludeObject::Metadata => {
-                out.extend_from_slice(br#","object":"#);
-                out.extend_from_slice(o.partial_metadata_json());
+    let render = |chunk: &[Arc<CachedObject>]| {
+        let mut out = Vec::with_capacity(chunk.len() * 512);
+        for o in chunk {
+            out.extend_from_slice(br#",{"cells":"#);
+            write(
+                &mut out,
+                &Value::Array(tables::row_cells(kind.group, kind.kind, &o.value, now)),
+            );
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => {
+                    out.extend_from_slice(br#","object":"#);
+                    out.extend_from_slice(o.partial_metadata_json());
+                }
+                IncludeObject::Object => {
+                    out.extend_from_slice(br#","object":"#);
+                    out.extend_from_slice(&o.json);
+                }
             }
-            IncludeObject::Object => {
-                out.extend_from_slice(br#","object":"#);
-                out.extend_from_slice(&o.json);
-            }
+            out.push(b'}');
         }
-        out.push(b'}');
+        out
+    };
+    // Rows are independent: a large table is rendered on every core.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunks: Vec<Vec<u8>> = if items.len() >= PARALLEL_ROWS && threads > 1 {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = items
+                .chunks(items.len().div_ceil(threads))
+                .map(|c| scope.spawn(move || render(c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("rendering rows does not panic"))
+                .collect()
+        })
+    } else {
+        vec![render(items)]
+    };
+    for chunk in &chunks {
+        // Every row was written with a leading comma; the first of the table must lose it.
+        let skip = usize::from(out.last() == Some(&b'[') && !chunk.is_empty());
+        out.extend_from_slice(&chunk[skip..]);
     }
     out.extend_from_slice(b"]}");
     Bytes::from(out)
@@ -175,5 +200,27 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][0], "a");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(t["rows"][0]["object"]["metadata"]["labels"]["run"], "a");
+    }
+
+    #[test]
+    fn large_tables_rendered_in_parallel_are_whole() {
+        let registry = Registry::builtin();
+        let pods = registry.get("", "v1", "pods").unwrap();
+        let items: Vec<_> = (0..PARALLEL_ROWS + 7)
+            .map(|i| {
+                let stored = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("p{i}"), "namespace": "ns"}}))
+                .unwrap();
+                Arc::new(CachedObject::from_stored(format!("ns/p{i}"), &stored, 5).unwrap())
+            })
+            .collect();
+        let t: Value =
+            serde_json::from_slice(&table(pods, &items, json!({}), IncludeObject::Metadata)).unwrap();
+        let rows = t["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), items.len());
+        assert_eq!(rows[0]["cells"][0], "p0");
+        assert_eq!(rows[items.len() - 1]["cells"][0], format!("p{}", items.len() - 1));
+        let empty: Value = serde_json::from_slice(&table(pods, &[], json!({}), IncludeObject::None)).unwrap();
+        assert_eq!(empty["rows"], json!([]));
     }
 }

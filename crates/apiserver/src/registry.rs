@@ -321,6 +321,14 @@ impl Registry {
             .map(|&i| &self.kinds[i])
     }
 
+    /// The position of a kind of this registry, for handing it to other threads by index.
+    pub fn index_of(&self, kind: &Kind) -> usize {
+        self.kinds
+            .iter()
+            .position(|k| std::ptr::eq(k, kind))
+            .expect("kinds come from this registry")
+    }
+
     pub fn kinds(&self) -> &[Kind] {
         &self.kinds
     }

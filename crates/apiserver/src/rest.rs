@@ -387,11 +387,21 @@ async fn list(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Result<Re
         .continue_after
         .as_deref()
         .map(|k| encode_continue(page.revision, k));
-    Ok(json_response(
-        StatusCode::OK,
-        output::list(kind, &page.items, page.revision, token, req.output),
-        &[],
-    ))
+    // A big Table is CPU work of many milliseconds: keep it off the async workers.
+    let body = if matches!(req.output, Output::Table(_)) && page.items.len() > 500 {
+        let state = state.clone();
+        let index = state.registry.index_of(kind);
+        let output = req.output;
+        tokio::task::spawn_blocking(move || {
+            let kind = &state.registry.kinds()[index];
+            output::list(kind, &page.items, page.revision, token, output)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("rendering the table failed: {e}")))?
+    } else {
+        output::list(kind, &page.items, page.revision, token, req.output)
+    };
+    Ok(json_response(StatusCode::OK, body, &[]))
 }
 
 /// Checks `apiVersion`/`kind` against the URL (filling them when absent), reports unknown fields as

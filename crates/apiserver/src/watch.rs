@@ -131,12 +131,7 @@ pub async fn watch(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Resu
         .unwrap_or(DEFAULT_TIMEOUT);
     let bookmarks = params.allow_watch_bookmarks;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let kind_index = state
-        .registry
-        .kinds()
-        .iter()
-        .position(|k| std::ptr::eq(k, kind))
-        .ok_or_else(|| ApiError::Internal("kind not in registry".into()))?;
+    let kind_index = state.registry.index_of(kind);
     let state = state.clone();
     let subscription = match cache.subscribe(from) {
         Ok(s) => Some(s),
