@@ -88,6 +88,20 @@ impl Default for SchedulerOptions {
 
 /// Runs the scheduler until `shutdown` resolves: campaigns for the lease if configured, then schedules every
 /// pending pod whose `spec.schedulerName` has a profile. Losing the lease stops scheduling and campaigns again.
+/// Returns an error only for bad options or a watch that ended for good.
+///
+/// ```no_run
+/// # async fn demo(client: kube::Client) -> Result<(), rkube_scheduler::SchedulerError> {
+/// // `default-scheduler` with kube's default plugins, leader-elected on kube-system/rkube-scheduler.
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let scheduler = tokio::spawn(rkube_scheduler::run(client, Default::default(), async move {
+///     let _ = stopped.await;
+/// }));
+/// // … on SIGTERM:
+/// let _ = stop.send(());
+/// scheduler.await.expect("scheduler task panicked")
+/// # }
+/// ```
 pub async fn run(
     client: kube::Client,
     options: SchedulerOptions,
