@@ -36,13 +36,28 @@ pub fn for_kind(kind: &str) -> Strategy {
             return_deleted_object: true,
             ..plain
         },
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" => Strategy {
+        "Deployment"
+        | "ReplicaSet"
+        | "DaemonSet"
+        | "StatefulSet"
+        | "Job"
+        | "CronJob"
+        | "ReplicationController"
+        | "PodDisruptionBudget" => Strategy {
             generation: true,
             initial_status: Some(empty_status),
             ..plain
         },
-        "Service" => Strategy {
+        "Service" | "Ingress" => Strategy {
             initial_status: Some(|_| json!({"loadBalancer": {}})),
+            ..plain
+        },
+        "PersistentVolumeClaim" | "PersistentVolume" => Strategy {
+            initial_status: Some(|_| json!({"phase": "Pending"})),
+            ..plain
+        },
+        "HorizontalPodAutoscaler" | "ResourceQuota" => Strategy {
+            initial_status: Some(empty_status),
             ..plain
         },
         "Namespace" => Strategy {
