@@ -196,6 +196,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
             },
             _ = &mut shutdown => break,
         };
+        // Watch events are small writes that must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let builder = builder.clone();
