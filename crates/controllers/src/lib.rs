@@ -10,7 +10,9 @@
 //! line to [`CONTROLLERS`].
 
 pub mod claim;
+pub mod cluster;
 pub mod deployment;
+pub mod endpointslice;
 pub mod events;
 pub mod expectations;
 pub mod informer;
@@ -53,6 +55,8 @@ pub type StartController = fn(Context) -> ControllerFuture;
 pub const CONTROLLERS: &[(&str, StartController)] = &[
     ("deployment", deployment::start),
     ("replicaset", replicaset::start),
+    ("endpointslice", endpointslice::start),
+    ("endpoint", endpointslice::start_endpoints),
 ];
 
 /// What every controller gets: the client, the shared informers and an event recorder.
@@ -80,6 +84,8 @@ pub struct ControllerOptions {
     pub lease_duration: std::time::Duration,
     pub renew_deadline: std::time::Duration,
     pub retry_period: std::time::Duration,
+    /// Settings of the cluster-level controllers (pod CIDRs, node monitoring, pod GC).
+    pub cluster: cluster::ClusterOptions,
 }
 
 impl Default for ControllerOptions {
@@ -95,6 +101,7 @@ impl Default for ControllerOptions {
             lease_duration: std::time::Duration::from_secs(15),
             renew_deadline: std::time::Duration::from_secs(10),
             retry_period: std::time::Duration::from_secs(2),
+            cluster: cluster::ClusterOptions::default(),
         }
     }
 }
