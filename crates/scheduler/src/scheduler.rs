@@ -245,6 +245,10 @@ async fn run_leading(
     let mut looper = Loop::new(profiles, &options, tx, reports);
     tokio::pin!(stop);
     loop {
+        // Checked every cycle, not only when idle: a lost lease must stop a busy scheduler promptly.
+        if (&mut stop).now_or_never().is_some() {
+            return Ok(());
+        }
         while let Ok(input) = rx.try_recv() {
             looper.handle(input)?;
         }
