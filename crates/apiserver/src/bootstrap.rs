@@ -41,12 +41,25 @@ async fn ensure(
         what: what.clone(),
         source,
     };
-    match create_object(state, kind, namespace, obj.clone(), &Params::default()).await {
+    let key = object_key(namespace, &name);
+    // An existing object is never re-created: a Service's explicit ClusterIP would be refused as taken.
+    let exists = crate::rest::read(state, kind, &key)
+        .await
+        .map_err(wrap)?
+        .is_some();
+    let created = if exists {
+        Err(ApiError::AlreadyExists {
+            resource: kind.group_resource(),
+            name: name.clone(),
+        })
+    } else {
+        create_object(state, kind, namespace, obj.clone(), &Params::default()).await
+    };
+    match created {
         Ok(_) => Ok(()),
         Err(ApiError::AlreadyExists { .. }) if plural == "namespaces" || plural == "services" => Ok(()),
         Err(ApiError::AlreadyExists { .. }) => {
             // Endpoints follow the server's address, which may have changed since the last start.
-            let key = object_key(namespace, &name);
             guaranteed_update(state, kind, &key, false, |current| {
                 let Some(current) = current else {
                     return Ok(Decision::Unchanged);

@@ -846,3 +846,56 @@ async fn dry_run_generate_name_preconditions_and_terminating_namespaces() {
     assert!(deleted.left().is_some());
     assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());
 }
+
+#[tokio::test]
+async fn bootstrap_is_idempotent_across_restarts() {
+    use k8s_openapi::api::core::v1::Endpoints;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn rkube_store::Backend> = Arc::new(
+        rkube_store::sqlite::SqliteBackend::open(&dir.path().join("db"), Default::default())
+            .await
+            .unwrap(),
+    );
+    {
+        let state = ApiState::new(store.clone(), ApiOptions::default()).await.unwrap();
+        rkube_apiserver::bootstrap(&state).await.unwrap();
+    }
+    let moved = ApiOptions {
+        advertise_address: [127, 0, 0, 2].into(),
+        ..ApiOptions::default()
+    };
+    let state = ApiState::new(store, moved).await.unwrap();
+    rkube_apiserver::bootstrap(&state)
+        .await
+        .expect("a second start bootstraps over the existing objects");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = rkube_apiserver::router(state);
+    let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client = Client::try_from(Config::new(url.parse().unwrap())).unwrap();
+    let s = Server {
+        client,
+        url,
+        _dir: dir,
+        task,
+    };
+
+    let endpoints = Api::<Endpoints>::namespaced(s.client.clone(), "default")
+        .get("kubernetes")
+        .await
+        .unwrap();
+    assert_eq!(
+        endpoints.subsets.unwrap()[0].addresses.as_ref().unwrap()[0].ip,
+        "127.0.0.2"
+    );
+    // The restarted allocator knows 10.43.0.1 is taken.
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"name": "x"}, "spec": {"clusterIP": "10.43.0.1", "ports": [{"port": 1}]}}),
+    )
+    .unwrap();
+    let err = Api::<Service>::namespaced(s.client.clone(), "default")
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(e) if e.code == 422), "{err:?}");
+}
