@@ -7,6 +7,8 @@
 //! 401 `Status`. Every authenticated request then passes one [`Authorizer`] (today: allow everyone
 //! authenticated) with Kubernetes' request attributes, so RBAC can replace it without touching the
 //! handlers. Handlers find the caller as [`UserInfo`] in the request extensions. Start at [`middleware`].
+//! [`review_routes`] answers "who am I" (`SelfSubjectReview`, `kubectl auth whoami`) and "may I"
+//! (`SelfSubjectAccessReview`, `kubectl auth can-i`) from the same authenticator and authorizer.
 
 use std::sync::Arc;
 
@@ -318,6 +320,143 @@ pub async fn middleware(State(auth): State<Arc<Authenticator>>, mut req: Request
     next.run(req).await
 }
 
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` and
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`: the caller's identity, and the
+/// authorizer's answer for attributes the caller names. Mount inside the [`middleware`] layer.
+pub fn review_routes(auth: Arc<Authenticator>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            axum::routing::post(self_subject_review),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            axum::routing::post(self_subject_access_review),
+        )
+        .with_state(auth)
+}
+
+fn json_response(code: StatusCode, body: serde_json::Value) -> Response {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}
+
+async fn self_subject_review(axum::Extension(user): axum::Extension<UserInfo>) -> Response {
+    json_response(
+        StatusCode::CREATED,
+        json!({
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+        }),
+    )
+}
+
+/// A SelfSubjectAccessReview body as JSON: kubectl sends it as protobuf (`k8s\0` + `runtime.Unknown`),
+/// other clients as JSON.
+fn access_review_json(headers: &HeaderMap, body: &[u8]) -> Option<serde_json::Value> {
+    use prost::Message;
+    let protobuf = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/vnd.kubernetes.protobuf"));
+    if !protobuf {
+        return serde_json::from_slice(body).ok();
+    }
+    let envelope = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(body.strip_prefix(b"k8s\0")?).ok()?;
+    let review =
+        k8s_pb::api::authorization::v1::SelfSubjectAccessReview::decode(envelope.raw?.as_slice()).ok()?;
+    let spec = review.spec?;
+    let mut out =
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {}});
+    if let Some(r) = spec.resource_attributes {
+        let mut attrs = serde_json::Map::new();
+        for (k, v) in [
+            ("namespace", r.namespace),
+            ("verb", r.verb),
+            ("group", r.group),
+            ("version", r.version),
+            ("resource", r.resource),
+            ("subresource", r.subresource),
+            ("name", r.name),
+        ] {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                attrs.insert(k.to_string(), json!(v));
+            }
+        }
+        out["spec"]["resourceAttributes"] = serde_json::Value::Object(attrs);
+    }
+    if let Some(n) = spec.non_resource_attributes {
+        out["spec"]["nonResourceAttributes"] =
+            json!({"path": n.path.unwrap_or_default(), "verb": n.verb.unwrap_or_default()});
+    }
+    Some(out)
+}
+
+async fn self_subject_access_review(
+    State(auth): State<Arc<Authenticator>>,
+    axum::Extension(user): axum::Extension<UserInfo>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(mut review) = access_review_json(&headers, &body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the request body is not a SelfSubjectAccessReview",
+        );
+    };
+    let field = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let spec = review.get("spec").cloned().unwrap_or_default();
+    let attrs = if let Some(r) = spec.get("resourceAttributes") {
+        RequestAttributes {
+            verb: field(r, "verb"),
+            resource_request: true,
+            api_group: field(r, "group"),
+            api_version: field(r, "version"),
+            namespace: field(r, "namespace"),
+            resource: field(r, "resource"),
+            subresource: field(r, "subresource"),
+            name: field(r, "name"),
+            path: String::new(),
+        }
+    } else if let Some(n) = spec.get("nonResourceAttributes") {
+        RequestAttributes {
+            verb: field(n, "verb"),
+            path: field(n, "path"),
+            ..Default::default()
+        }
+    } else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Invalid value: \
+             \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        );
+    };
+    let (allowed, reason) = match auth.authorizer.authorize(&user, &attrs) {
+        Decision::Allow => (true, "allowed for every authenticated user".to_string()),
+        Decision::Deny(reason) => (false, reason),
+    };
+    review["status"] = json!({"allowed": allowed, "reason": reason});
+    if let Some(obj) = review.as_object_mut() {
+        obj.insert("kind".into(), json!("SelfSubjectAccessReview"));
+        obj.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
+        obj.entry("metadata")
+            .or_insert(json!({"creationTimestamp": null}));
+    }
+    json_response(StatusCode::CREATED, review)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +576,58 @@ mod tests {
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn reviews_answer_who_and_may_i() {
+        let auth = Arc::new(Authenticator::new(
+            "nodesecret",
+            "adminsecret",
+            Box::new(DenyDeletes),
+        ));
+        let app = review_routes(auth.clone()).layer(axum::middleware::from_fn_with_state(auth, middleware));
+        let post = |path: &str, body: serde_json::Value| {
+            axum::http::Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::AUTHORIZATION, "Bearer n7/nodesecret")
+                .body(Body::from(body.to_string()))
+                .unwrap()
+        };
+        let resp = app
+            .clone()
+            .oneshot(post(
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                json!({}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let body: serde_json::Value =
+            serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap()).unwrap();
+        assert_eq!(body["status"]["userInfo"]["username"], "system:node:n7");
+        assert_eq!(
+            body["status"]["userInfo"]["groups"],
+            json!(["system:nodes", "system:authenticated"])
+        );
+
+        for (verb, allowed) in [("get", true), ("delete", false)] {
+            let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"namespace": "default", "verb": verb, "resource": "pods"}}});
+            let resp = app
+                .clone()
+                .oneshot(post(
+                    "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                    review,
+                ))
+                .await
+                .unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap())
+                    .unwrap();
+            assert_eq!(body["status"]["allowed"], allowed, "{verb}");
+            assert_eq!(body["spec"]["resourceAttributes"]["verb"], verb);
+        }
     }
 
     #[tokio::test]

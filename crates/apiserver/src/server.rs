@@ -168,10 +168,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         &pki.admin_token,
         Box::new(AllowAuthenticated),
     ));
-    let app = crate::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        authenticator,
-        crate::auth::middleware,
-    ));
+    let app = crate::router(state.clone())
+        .merge(crate::auth::review_routes(authenticator.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            crate::auth::middleware,
+        ));
 
     let graceful = GracefulShutdown::new();
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);

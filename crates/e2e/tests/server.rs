@@ -292,3 +292,32 @@ fn a_link_named_kubectl_is_the_cli() {
         sub.stderr
     );
 }
+
+#[test]
+fn whoami_and_can_i() {
+    let c = Cluster::start(Datastore::Embedded);
+    let me = c.kubectl(&["auth", "whoami"]);
+    let rows = rkube_e2e::table(me.ok());
+    assert_eq!(rows[1], ["Username", "system:admin"]);
+    assert_eq!(rows[2], ["Groups", "[system:masters", "system:authenticated]"]);
+    assert_eq!(
+        c.kubectl(&["auth", "can-i", "create", "deployments"]).ok().trim(),
+        "yes"
+    );
+    assert_eq!(
+        c.kubectl(&["auth", "can-i", "delete", "pods", "-n", "kube-system"])
+            .ok()
+            .trim(),
+        "yes"
+    );
+
+    let token = std::fs::read_to_string(c.data_dir().join("token")).unwrap();
+    let node = kubeconfig_with_user(&c, "node.yaml", &format!("{{token: worker-1/{}}}", token.trim()));
+    let node_me = c.kubectl(&["--kubeconfig", &node, "auth", "whoami", "-o", "json"]);
+    let review = json(node_me.ok());
+    assert_eq!(review["status"]["userInfo"]["username"], "system:node:worker-1");
+    assert_eq!(
+        review["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:nodes", "system:authenticated"])
+    );
+}
