@@ -899,3 +899,64 @@ async fn bootstrap_is_idempotent_across_restarts() {
         .unwrap_err();
     assert!(matches!(&err, kube::Error::Api(e) if e.code == 422), "{err:?}");
 }
+
+/// kubectl's typed commands (`create configmap`, `create deployment` …) send protobuf bodies.
+#[tokio::test]
+async fn protobuf_bodies_are_accepted_and_unknown_media_types_refused() {
+    use k8s_pb::api::core::v1 as pb;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+    use prost::Message;
+    let s = start().await;
+    let cm = pb::ConfigMap {
+        metadata: Some(ObjectMeta {
+            name: Some("pb".into()),
+            ..Default::default()
+        }),
+        data: [("a".to_string(), "b".to_string())].into(),
+        ..Default::default()
+    };
+    let envelope = Unknown {
+        type_meta: Some(TypeMeta {
+            api_version: Some("v1".into()),
+            kind: Some("ConfigMap".into()),
+        }),
+        raw: Some(cm.encode_to_vec()),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    let mut body = b"k8s\0".to_vec();
+    body.extend(envelope.encode_to_vec());
+    let post = |content_type: &'static str, body: Vec<u8>| {
+        axum::http::Request::post(format!("{}/api/v1/namespaces/default/configmaps", s.url))
+            .header("Content-Type", content_type)
+            .header("Accept", "application/vnd.kubernetes.protobuf,application/json")
+            .body(kube::client::Body::from(body))
+            .unwrap()
+    };
+    let resp = s
+        .client
+        .send(post("application/vnd.kubernetes.protobuf", body))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let got = Api::<ConfigMap>::namespaced(s.client.clone(), "default")
+        .get("pb")
+        .await
+        .unwrap();
+    assert_eq!(got.data.unwrap()["a"], "b");
+
+    let resp = s
+        .client
+        .send(post("text/plain", b"hello".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let resp = s
+        .client
+        .send(post("application/json", vec![b' '; 3 * 1024 * 1024 + 10]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+}
