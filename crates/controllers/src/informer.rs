@@ -68,8 +68,14 @@ impl<K: Watched> Informer<K> {
 
     /// Resolves once the first list is in the cache.
     pub async fn wait_synced(&self) {
-        // Only fails when the writer is dropped, i.e. the manager is shutting down.
-        let _ = self.store.wait_until_ready().await;
+        // kube-rs' readiness future keeps only the waker of its last poller, so of several controllers waiting
+        // on one informer only one would wake; polling again every few milliseconds lets each notice on its own.
+        // (An error only means the writer was dropped, i.e. the manager is shutting down.)
+        let poll = std::time::Duration::from_millis(50);
+        while tokio::time::timeout(poll, self.store.wait_until_ready())
+            .await
+            .is_err()
+        {}
     }
 
     fn dispatch(&self, change: &Change<K>) {
