@@ -1,9 +1,7 @@
 //! Settings of the cluster-level controllers (node IPAM, node lifecycle, pod GC — the `rkube server` flags
-//! `--cluster-cidr`, `--node-monitor-grace-period`, …) and the start-up step they share.
+//! `--cluster-cidr`, `--node-monitor-grace-period`, …).
 
 use std::time::Duration;
-
-use crate::informer::{Informer, Watched};
 
 /// Cluster-wide settings, as kube-controller-manager takes them from its flags.
 #[derive(Debug, Clone)]
@@ -30,14 +28,4 @@ impl Default for ClusterOptions {
             terminated_pod_gc_threshold: 12_500,
         }
     }
-}
-
-/// Wait until the informer's first list is cached. kube-rs' readiness future keeps only the waker of its last
-/// poller, so when several controllers wait on one informer at once some would never wake; polling it again
-/// every few milliseconds makes each waiter notice on its own.
-pub async fn wait_synced<K: Watched>(informer: &Informer<K>) {
-    while tokio::time::timeout(Duration::from_millis(50), informer.wait_synced())
-        .await
-        .is_err()
-    {}
 }

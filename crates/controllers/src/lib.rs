@@ -15,6 +15,7 @@ pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod expectations;
+pub mod garbagecollector;
 pub mod informer;
 pub mod leader;
 pub mod pod;
@@ -57,6 +58,7 @@ pub const CONTROLLERS: &[(&str, StartController)] = &[
     ("replicaset", replicaset::start),
     ("endpointslice", endpointslice::start),
     ("endpoint", endpointslice::start_endpoints),
+    ("garbagecollector", garbagecollector::start),
 ];
 
 /// What every controller gets: the client, the shared informers and an event recorder.

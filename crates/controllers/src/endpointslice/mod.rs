@@ -17,7 +17,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use parking_lot::Mutex;
 
-use crate::cluster::wait_synced;
 use crate::informer::{Change, key_of, split_key};
 use crate::workqueue::{Requeue, WorkQueue, run_workers};
 use crate::{Context, ControllerFuture, Error};
@@ -56,11 +55,11 @@ async fn run(ctx: Context, target: Target) -> Result<(), Error> {
     let pod_informer = ctx.informers.get::<Pod>();
     let slice_informer = ctx.informers.get::<EndpointSlice>();
     let ep_informer = ctx.informers.get::<Endpoints>();
-    wait_synced(&svc_informer).await;
-    wait_synced(&pod_informer).await;
+    svc_informer.wait_synced().await;
+    pod_informer.wait_synced().await;
     match target {
-        Target::Slices => wait_synced(&slice_informer).await,
-        Target::Endpoints => wait_synced(&ep_informer).await,
+        Target::Slices => slice_informer.wait_synced().await,
+        Target::Endpoints => ep_informer.wait_synced().await,
     }
     let shell = Arc::new(Shell {
         client: ctx.client.clone(),
