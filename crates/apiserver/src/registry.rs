@@ -140,16 +140,59 @@ impl Kind {
     }
 }
 
-fn decode_as<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Value, String> {
+fn decode_as<T: k8s_openapi::Resource + serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<Value, String> {
     let typed: T = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        if path.is_empty() || path == "." {
-            e.inner().to_string()
-        } else {
-            format!("{path}: {}", e.inner())
-        }
+        let path = if path == "." { String::new() } else { path };
+        go_style_error(T::KIND, &path, &e.inner().to_string())
     })?;
     serde_json::to_value(typed).map_err(|e| e.to_string())
+}
+
+/// A serde shape error as kube-apiserver's JSON decoder words it, so that users see the familiar
+/// `json: cannot unmarshal string into Go struct field Pod.spec.containers of type array`.
+fn go_style_error(kind: &str, path: &str, serde_message: &str) -> String {
+    let json_type = |serde_type: &str| -> &'static str {
+        let t = serde_type.trim();
+        let numeric = |t: &str| t.len() > 1 && t[1..].chars().all(|c| c.is_ascii_digit());
+        if t.starts_with("string") || t.starts_with("char") {
+            "string"
+        } else if t.starts_with("null") || t.starts_with("unit") {
+            "null"
+        } else if t.starts_with("integer") || t.starts_with("floating") || numeric(t) {
+            "number"
+        } else if t.starts_with("boolean") {
+            "bool"
+        } else if t.starts_with("map") || t.starts_with("struct") || t.contains("object") {
+            "object"
+        } else if t.starts_with("sequence") || t.starts_with("seq") {
+            "array"
+        } else {
+            "value"
+        }
+    };
+    if let Some(rest) = serde_message.strip_prefix("invalid type: ")
+        && let Some((got, expected)) = rest.split_once(", expected ")
+    {
+        let expected = expected.trim_start_matches("a ").trim_start_matches("an ");
+        let field = if path.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{path}")
+        };
+        return format!(
+            "json: cannot unmarshal {} into Go struct field {field} of type {}",
+            json_type(got),
+            json_type(expected).replace("value", expected)
+        );
+    }
+    if path.is_empty() {
+        serde_message.to_string()
+    } else {
+        format!("{path}: {serde_message}")
+    }
 }
 
 fn kind<T>(
@@ -420,7 +463,16 @@ mod tests {
         let bad = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
             "spec": {"containers": [{"name": "c", "image": 5}]}});
         let err = (pod.decode)(&bad).unwrap_err();
-        assert!(err.starts_with("spec.containers[0].image"), "{err}");
+        assert_eq!(
+            err,
+            "json: cannot unmarshal number into Go struct field Pod.spec.containers[0].image of type string"
+        );
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+            "spec": {"containers": "nope"}});
+        assert_eq!(
+            (pod.decode)(&list).unwrap_err(),
+            "json: cannot unmarshal string into Go struct field Pod.spec.containers of type array"
+        );
         let good = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
             "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
         assert!((pod.decode)(&good).is_ok());
