@@ -4,8 +4,13 @@
 //! than `compaction_min_age` and at least `compaction_min_revisions` behind the current one, then removes the
 //! rows that became unreachable in small steps *through the writer* (so there is never a second writer and
 //! no step holds the database for long). After a compaction it has the writer truncate the WAL and give free
-//! pages back with `incremental_vacuum`, so neither file grows without bound under a steady update load (the
-//! writer itself checkpoints the WAL between batches as it goes).
+//! pages back with `incremental_vacuum`, so neither file grows without bound under a steady update load.
+//!
+//! In between, every few milliseconds while writes come in, it copies the WAL into the database file
+//! (a passive checkpoint on its own connection, which never makes the writer wait). Such a checkpoint never
+//! finishes while the writer appends, so the writer finishes it itself every so many revisions (see
+//! `Writer::maybe_checkpoint`) — but by then only the last few milliseconds of WAL are left to copy, which
+//! keeps that pause in the write path short.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,16 +52,29 @@ pub(super) fn sample_every(min_age: Duration) -> Duration {
     (min_age / 100).min(Duration::from_secs(1))
 }
 
+/// How often the WAL is copied into the database file in the background while writes come in.
+const BACKGROUND_CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+
 /// Runs until the backend is dropped.
 pub(super) fn run(shared: Arc<Shared>, writer: Sender<Request>, conn: Connection) {
     let options = shared.options.clone();
     let mut next_compaction = Instant::now() + options.compaction_interval;
+    let mut copied_through = shared.current.load(Ordering::Acquire);
     loop {
         let now = Instant::now();
-        let wait = next_compaction.saturating_duration_since(now);
+        let wait = next_compaction
+            .saturating_duration_since(now)
+            .min(BACKGROUND_CHECKPOINT_EVERY);
         let Some(poked) = shared.wait_for_compactor(wait) else {
             return;
         };
+        let current = shared.current.load(Ordering::Acquire);
+        if current != copied_through {
+            copied_through = current;
+            if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::debug!(%error, "background WAL checkpoint failed");
+            }
+        }
         if !poked && Instant::now() < next_compaction {
             continue;
         }

@@ -129,11 +129,12 @@ impl Writer {
         }
     }
 
-    /// Copies the WAL into the database file every so many revisions (or every `checkpoint_interval` while
-    /// anything was written), between batches, after the callers have their answers. It runs here rather
-    /// than on another thread because only a checkpoint that no commit races can finish, and only a finished
-    /// one lets the next commit start the WAL over from its beginning: a checkpointer chasing a busy writer
-    /// never catches up, and the WAL would grow for as long as writes keep coming.
+    /// Finishes copying the WAL into the database file every so many revisions (or every
+    /// `checkpoint_interval` while anything was written), between batches, after the callers have their
+    /// answers. It runs here because only a checkpoint that no commit races can finish, and only a finished
+    /// one lets the next commit start the WAL over from its beginning: the compactor thread's background
+    /// checkpoints, chasing a busy writer, never catch up (they do the bulk of the copying, though, so this
+    /// pause stays short), and without this the WAL would grow for as long as writes keep coming.
     fn maybe_checkpoint(&mut self) {
         let written = self.stored.current - self.checkpointed;
         if written == 0
@@ -154,9 +155,13 @@ impl Writer {
         } else {
             "PRAGMA wal_checkpoint(PASSIVE)"
         };
-        self.conn.query_row(sql, [], |_| Ok(()))?;
-        self.checkpointed = self.stored.current;
-        self.last_checkpoint = Instant::now();
+        let busy: bool = self.conn.query_row(sql, [], |row| row.get(0))?;
+        // Busy: the background checkpoint holds the checkpoint lock right now; try again after the next
+        // batch rather than a whole interval later.
+        if !busy {
+            self.checkpointed = self.stored.current;
+            self.last_checkpoint = Instant::now();
+        }
         Ok(())
     }
 
