@@ -79,8 +79,8 @@ pub enum StartError {
     /// An option is not usable.
     #[error("invalid option: {0}")]
     InvalidOption(String),
-    /// The watch cache task ended before loading.
-    #[error("the watch cache failed to load")]
+    /// The watch cache could not load the store's objects within a minute.
+    #[error("the watch cache failed to load the stored objects")]
     CacheLoad,
 }
 
@@ -140,7 +140,14 @@ impl ApiState {
         );
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         let cache_task = tokio::spawn(caches.clone().run(store.clone(), loaded_tx)).abort_handle();
-        loaded_rx.await.map_err(|_| StartError::CacheLoad)?;
+        // A store that cannot be listed within a minute is reported rather than waited on forever.
+        match tokio::time::timeout(std::time::Duration::from_secs(60), loaded_rx).await {
+            Ok(Ok(())) => {}
+            _ => {
+                cache_task.abort();
+                return Err(StartError::CacheLoad);
+            }
+        }
         let openapi = rkube_openapi::OpenApi::build(&registry.kind_schemas());
         let mut services =
             admission::ServiceAllocators::new(&options.service_cidr, options.node_port_range.clone())
@@ -211,10 +218,19 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 async fn dispatch(State(state): State<Arc<ApiState>>, req: Request) -> Response {
-    match handle(&state, req).await {
+    let started = std::time::Instant::now();
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let resp = match handle(&state, req).await {
         Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+        Err(e) => {
+            if e.code().is_server_error() {
+                tracing::warn!(%method, %uri, error = %e, "request failed");
+            }
+            e.into_response()
+        }
+    };
+    tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed = ?started.elapsed(), "request");
+    resp
 }
 
 async fn handle(state: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
