@@ -18,8 +18,11 @@ pub mod expectations;
 pub mod garbagecollector;
 pub mod informer;
 pub mod leader;
+pub mod namespace;
+pub mod nodeipam;
 pub mod pod;
 pub mod replicaset;
+pub mod serviceaccount;
 pub mod workqueue;
 
 use std::future::Future;
@@ -59,6 +62,9 @@ pub const CONTROLLERS: &[(&str, StartController)] = &[
     ("endpointslice", endpointslice::start),
     ("endpoint", endpointslice::start_endpoints),
     ("garbagecollector", garbagecollector::start),
+    ("namespace", namespace::start),
+    ("serviceaccount", serviceaccount::start),
+    ("nodeipam", nodeipam::start),
 ];
 
 /// What every controller gets: the client, the shared informers and an event recorder.
