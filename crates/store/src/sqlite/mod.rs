@@ -14,8 +14,9 @@
 //!   batch back and fails every request in it; the revision does not move.
 //! - `sqlite::after_commit` — after `COMMIT`, before callers are answered: the batch is durable and watchers
 //!   see it, but every caller of the batch gets an error (the "acknowledgement lost" case).
-//! - `sqlite::compact_batch` — before each compaction step removes rows; an error fails that step (inside the
-//!   writer's batch, which is rolled back with it) and compaction retries on its next round.
+//! - `sqlite::compact_batch` — before each compaction step removes rows; an error fails that step only (it
+//!   runs in a savepoint of the writer's batch, so the client writes sharing the batch still commit) and
+//!   compaction retries on its next round.
 //!
 //! `return` fails every store in the process; `return(TEXT)` only stores whose database path contains
 //! `TEXT` (e.g. the test's temp dir name), so tests running in parallel do not disturb each other.
@@ -60,7 +61,8 @@ pub struct SqliteOptions {
     pub compaction_min_revisions: i64,
     /// How often automatic compaction runs.
     pub compaction_interval: Duration,
-    /// How many revisions one compaction step (one short write transaction) covers.
+    /// How many revisions one compaction step covers (each step rides in one writer batch, so it is kept
+    /// small to keep that batch short).
     pub compaction_batch: i64,
     /// The WAL is copied into the database file at least this often while anything is written (and after
     /// every 1000 revisions under load).
