@@ -82,7 +82,7 @@ fn main() {
         cache.update_node(node(i));
     }
     let profile = default_profile("default-scheduler");
-    let pods: Vec<Pod> = (0..args.pods).map(pod).collect();
+    let pods: Vec<std::sync::Arc<Pod>> = (0..args.pods).map(|i| std::sync::Arc::new(pod(i))).collect();
     let mut start_index = 0;
     let mut scheduled = 0;
     let started = Instant::now();
@@ -90,7 +90,7 @@ fn main() {
         let r = schedule_one(p, cache.snapshot(), &profile, start_index);
         start_index = r.next_start;
         if let Outcome::Scheduled { node } = r.outcome {
-            cache.assume(p, &node);
+            cache.assume(p.clone(), &node);
             scheduled += 1;
         }
     }

@@ -107,17 +107,14 @@ impl Cache {
         Some(ClusterEvent::AssignedPodDelete)
     }
 
-    /// Places `pod` on `node` ahead of the binding, so the next cycles account for it.
-    pub fn assume(&mut self, pod: &Pod, node: &str) {
-        let key = pod_key(pod);
+    /// Places `pod` on `node` ahead of the binding, so the next cycles account for it. The pod object is
+    /// shared, not copied, so its `spec.nodeName` stays empty until the binding is observed.
+    pub fn assume(&mut self, pod: Arc<Pod>, node: &str) {
+        let key = pod_key(&pod);
         if let Some(old) = self.pods.remove(&key) {
             self.snapshot.remove_pod(&old.node, &key);
         }
-        let mut placed = pod.clone();
-        if let Some(spec) = placed.spec.as_mut() {
-            spec.node_name = Some(node.to_string());
-        }
-        self.snapshot.add_pod(node, PodInfo::new(Arc::new(placed)));
+        self.snapshot.add_pod(node, PodInfo::new(pod));
         self.pods.insert(
             key,
             CachedPod {
@@ -144,7 +141,7 @@ impl Cache {
         let gone: Vec<String> = self
             .snapshot
             .nodes()
-            .map(|n| n.name.clone())
+            .map(|n| n.name.to_string())
             .filter(|n| !keep.contains(n))
             .collect();
         for name in gone {
@@ -186,7 +183,7 @@ mod tests {
             Some(ClusterEvent::NodeAdd)
         );
         let p = pod_with_requests("a", &[("cpu", "1")]);
-        c.assume(&p, "n1");
+        c.assume(Arc::new(p.clone()), "n1");
         assert!(c.is_assumed("default/a"));
         assert_eq!(c.snapshot().get("n1").unwrap().requested.milli_cpu, 1000);
         // The watch shows the pod still unbound (e.g. an earlier update): it stays assumed.
@@ -204,7 +201,7 @@ mod tests {
         let mut c = Cache::new();
         c.update_node(node("n1", "2", "4Gi", 110));
         let p = pod_with_requests("a", &[("cpu", "1")]);
-        c.assume(&p, "n1");
+        c.assume(Arc::new(p.clone()), "n1");
         c.forget("default/a");
         assert_eq!(c.snapshot().get("n1").unwrap().requested.milli_cpu, 0);
         c.update_pod(bound(p, "n1"));
@@ -247,7 +244,7 @@ mod tests {
         c.update_node(node("n1", "2", "4Gi", 110));
         c.update_node(node("n2", "2", "4Gi", 110));
         c.update_pod(bound(pod_with_requests("gone", &[("cpu", "1")]), "n1"));
-        c.assume(&pod_with_requests("mine", &[("cpu", "1")]), "n1");
+        c.assume(Arc::new(pod_with_requests("mine", &[("cpu", "1")])), "n1");
         c.replace_nodes(vec![node("n1", "2", "4Gi", 110)]);
         c.replace_pods(vec![]);
         assert_eq!(c.snapshot().num_nodes(), 1);

@@ -189,7 +189,7 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
             continue;
         }
         if let Some(a) = &allowed
-            && !a.contains(&info.name)
+            && !a.contains(&*info.name)
         {
             continue;
         }
@@ -211,7 +211,7 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
             None => feasible.push(info),
             Some(status) => {
                 diagnosis.unschedulable_plugins.insert(status.plugin);
-                diagnosis.node_statuses.insert(info.name.clone(), status);
+                diagnosis.node_statuses.insert(info.name.to_string(), status);
             }
         }
     }
@@ -223,9 +223,9 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
                 "node(s) didn't satisfy plugin(s) [{}]",
                 narrowing_plugins.join(" ")
             );
-            for info in snapshot.nodes().filter(|i| !a.contains(&i.name)) {
+            for info in snapshot.nodes().filter(|i| !a.contains(&*i.name)) {
                 let status = Status::unresolvable(reason.clone());
-                diagnosis.node_statuses.insert(info.name.clone(), status);
+                diagnosis.node_statuses.insert(info.name.to_string(), status);
             }
         }
         let mut post_msgs = Vec::new();
@@ -251,7 +251,7 @@ pub fn schedule_one(pod: &Pod, snapshot: &Snapshot, profile: &Profile, start: us
         return result(Outcome::Unschedulable(fit), state, evaluated, 0, next_start);
     }
     if feasible.len() == 1 {
-        let node = feasible[0].name.clone();
+        let node = feasible[0].name.to_string();
         return result(Outcome::Scheduled { node }, state, evaluated, 1, next_start);
     }
 
@@ -350,7 +350,7 @@ fn select_host(nodes: &[&NodeInfo], totals: &[i64]) -> String {
             }
         }
     }
-    nodes[best].name.clone()
+    nodes[best].name.to_string()
 }
 
 /// Runs the Reserve plugins then the Permit plugins for a chosen node. On failure every Reserve plugin is

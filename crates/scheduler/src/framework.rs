@@ -246,7 +246,7 @@ pub trait PreScorePlugin: Plugin {
 /// One node's score from one plugin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeScore {
-    pub name: String,
+    pub name: Arc<str>,
     pub score: i64,
 }
 

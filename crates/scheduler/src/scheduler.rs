@@ -550,7 +550,7 @@ impl Loop {
         let now = Instant::now();
         match result.outcome {
             Outcome::Scheduled { node } => {
-                self.cache.assume(&qp.pod, &node);
+                self.cache.assume(qp.pod.clone(), &node);
                 let status = reserve_and_permit(&profile, &mut state, &qp.pod, &node);
                 if !status.is_success() {
                     self.cache.forget(&qp.key);

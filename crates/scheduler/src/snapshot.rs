@@ -94,8 +94,9 @@ impl PodInfo {
 /// One node and what is placed on it.
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
-    /// The node's name (also known for a node whose object was deleted while pods remain on it).
-    pub name: String,
+    /// The node's name (also known for a node whose object was deleted while pods remain on it). Shared so
+    /// per-node results (scores) can carry it without copying.
+    pub name: Arc<str>,
     node: Option<Arc<Node>>,
     pub allocatable: Resource,
     /// Sum of the requests of the pods on this node (`pods` = their number).
@@ -112,12 +113,12 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn new(node: Node) -> NodeInfo {
-        let mut info = NodeInfo::empty(node.metadata.name.clone().unwrap_or_default());
+        let mut info = NodeInfo::empty(node.metadata.name.as_deref().unwrap_or_default().into());
         info.set_node(node);
         info
     }
 
-    fn empty(name: String) -> NodeInfo {
+    fn empty(name: Arc<str>) -> NodeInfo {
         NodeInfo {
             name,
             node: None,
@@ -182,7 +183,7 @@ impl NodeInfo {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     infos: Vec<NodeInfo>,
-    index: HashMap<String, usize>,
+    index: HashMap<Arc<str>, usize>,
     num_nodes: usize,
     pods_with_affinity: usize,
     pods_with_required_anti_affinity: usize,
@@ -244,8 +245,9 @@ impl Snapshot {
         let i = match self.index.get(name) {
             Some(&i) => i,
             None => {
-                self.infos.push(NodeInfo::empty(name.to_string()));
-                self.index.insert(name.to_string(), self.infos.len() - 1);
+                let name: Arc<str> = name.into();
+                self.infos.push(NodeInfo::empty(name.clone()));
+                self.index.insert(name, self.infos.len() - 1);
                 self.infos.len() - 1
             }
         };

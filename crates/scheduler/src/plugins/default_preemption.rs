@@ -127,14 +127,14 @@ impl PostFilterPlugin for DefaultPreemption {
         let mut node_statuses = HashMap::new();
         let mut best: Option<Candidate> = None;
         for node in snapshot.nodes() {
-            match statuses.get(&node.name) {
+            match statuses.get(&*node.name) {
                 None => continue,
                 Some(s) if s.code == Code::UnschedulableAndUnresolvable => {
-                    node_statuses.insert(node.name.clone(), Status::unresolvable(NOT_HELPFUL));
+                    node_statuses.insert(node.name.to_string(), Status::unresolvable(NOT_HELPFUL));
                 }
                 Some(_) => match self.select_victims(state, pod, node) {
                     Err(status) => {
-                        node_statuses.insert(node.name.clone(), status);
+                        node_statuses.insert(node.name.to_string(), status);
                     }
                     Ok(victims) => {
                         let prios = victims.iter().map(|v| i64::from(priority(&v.pod)));
@@ -146,7 +146,7 @@ impl PostFilterPlugin for DefaultPreemption {
                         if best.as_ref().is_none_or(|b| rank < b.rank) {
                             best = Some(Candidate {
                                 rank,
-                                node: node.name.clone(),
+                                node: node.name.to_string(),
                                 victims,
                             });
                         }
@@ -272,7 +272,7 @@ mod tests {
     }
     impl crate::framework::FilterPlugin for RejectNode {
         fn filter(&self, _: &CycleState, _: &Pod, node: &NodeInfo) -> Status {
-            if node.name == self.0 {
+            if &*node.name == self.0 {
                 Status::unschedulable("rejected by RejectNode")
             } else {
                 Status::success()

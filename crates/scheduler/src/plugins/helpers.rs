@@ -330,7 +330,7 @@ mod tests {
             v.iter()
                 .enumerate()
                 .map(|(i, &s)| crate::framework::NodeScore {
-                    name: i.to_string(),
+                    name: i.to_string().into(),
                     score: s,
                 })
                 .collect::<Vec<_>>()

@@ -491,7 +491,7 @@ mod tests {
             })
             .collect();
         InterPodAffinity.normalize_score(&state, &p, &mut scores);
-        let by = |n: &str| scores.iter().find(|s| s.name == n).unwrap().score;
+        let by = |n: &str| scores.iter().find(|s| &*s.name == n).unwrap().score;
         assert_eq!((by("a1"), by("b1")), (0, 100));
     }
 

@@ -24,7 +24,7 @@ impl Plugin for NodeName {
 impl FilterPlugin for NodeName {
     fn filter(&self, _state: &CycleState, pod: &Pod, node: &NodeInfo) -> Status {
         match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-            Some(wanted) if !wanted.is_empty() && wanted != node.name => Status::unresolvable(ERR_REASON),
+            Some(wanted) if !wanted.is_empty() && wanted != &*node.name => Status::unresolvable(ERR_REASON),
             _ => Status::success(),
         }
     }

@@ -6,6 +6,7 @@
 //! kube's cluster-level default constraints (derived from Services/ReplicaSets) are not applied.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 
@@ -186,7 +187,7 @@ struct PreScoreState {
     counts: Vec<HashMap<String, i64>>,
     weights: Vec<f64>,
     /// Feasible nodes lacking a topology key: scored 0.
-    ignored: HashSet<String>,
+    ignored: HashSet<Arc<str>>,
 }
 
 impl PreScorePlugin for PodTopologySpread {
@@ -202,7 +203,7 @@ impl PreScorePlugin for PodTopologySpread {
             return Status::skip();
         }
         let has_keys = |n: &NodeInfo| cs.iter().all(|c| topology_value(n, &c.topology_key).is_some());
-        let ignored: HashSet<String> = nodes
+        let ignored: HashSet<Arc<str>> = nodes
             .iter()
             .filter(|n| !has_keys(n))
             .map(|n| n.name.clone())
@@ -396,7 +397,7 @@ mod tests {
             })
             .collect();
         PodTopologySpread.normalize_score(&state, &p, &mut scores);
-        let by = |n: &str| scores.iter().find(|s| s.name == n).unwrap().score;
+        let by = |n: &str| scores.iter().find(|s| &*s.name == n).unwrap().score;
         assert!(by("c1") > by("b1") && by("b1") > by("a1"), "{scores:?}");
         assert_eq!(by("c1"), 100);
     }
