@@ -5,8 +5,11 @@
 //! Start reading at [`OpenApi::build`]. [`definitions`] turns k8s-openapi types into `components.schemas`,
 //! [`extensions`] adds merge keys / list types from a generated table, [`paths`] writes the operations
 //! kube-apiserver publishes for each resource, and [`unknown`] finds fields an object has but its schema lacks.
+//! [`v2`] converts the same definitions and operations into the Swagger 2.0 document (`GET /openapi/v2`,
+//! gnostic protobuf or JSON) that kubectl before 1.29 reads.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -16,6 +19,7 @@ pub mod extensions;
 mod extensions_table;
 pub mod paths;
 pub mod unknown;
+pub mod v2;
 
 /// One served resource: what the registry knows about a kind, plus the function producing its schema
 /// (`<k8s_openapi::api::apps::v1::Deployment as schemars::JsonSchema>::json_schema`).
@@ -34,12 +38,16 @@ pub struct KindSchema {
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
 }
 
-/// All OpenAPI v3 documents of the served API, serialized once.
+/// All OpenAPI v3 documents of the served API, serialized once, and the v2 document, serialized when first
+/// asked for.
 pub struct OpenApi {
     index: Bytes,
     documents: BTreeMap<String, Bytes>,
     components: Map<String, Value>,
     definition_names: BTreeMap<(String, String, String), String>,
+    kinds: Vec<KindSchema>,
+    /// (JSON, protobuf). Lazy because only kubectl before 1.29 asks, and it is a few megabytes.
+    v2: OnceLock<(Bytes, Bytes)>,
 }
 
 impl OpenApi {
@@ -80,7 +88,27 @@ impl OpenApi {
             documents,
             components,
             definition_names,
+            kinds: kinds.to_vec(),
+            v2: OnceLock::new(),
         }
+    }
+
+    /// `GET /openapi/v2` with Accept `application/com.github.proto-openapi.spec.v2@v1.0+protobuf`: the
+    /// Swagger 2.0 document as a gnostic `openapi_v2.Document` message.
+    pub fn v2_protobuf(&self) -> Bytes {
+        self.v2().1.clone()
+    }
+
+    /// `GET /openapi/v2` as JSON.
+    pub fn v2_json(&self) -> Bytes {
+        self.v2().0.clone()
+    }
+
+    fn v2(&self) -> &(Bytes, Bytes) {
+        self.v2.get_or_init(|| {
+            let (json, protobuf) = v2::build(&self.kinds, &self.components);
+            (Bytes::from(json), Bytes::from(protobuf))
+        })
     }
 
     /// `GET /openapi/v3`: `{"paths":{"apis/apps/v1":{"serverRelativeURL":"/openapi/v3/apis/apps/v1?hash=…"}}}`.
