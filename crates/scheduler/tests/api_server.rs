@@ -357,3 +357,47 @@ async fn lease_is_held_by_one_candidate_and_handed_over_on_release() {
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_events_are_aggregated_into_one_object() {
+    let (_server, client) = Server::start().await;
+    create_pod(&client, "noisy", "nobody", "100m").await;
+    let pod = Api::<Pod>::namespaced(client.clone(), "default")
+        .get("noisy")
+        .await
+        .unwrap();
+    let recorder = rkube_scheduler::events::EventRecorder::new(client.clone(), "test-scheduler", "test");
+    for _ in 0..3 {
+        recorder
+            .record(
+                &pod,
+                "Warning",
+                "FailedScheduling",
+                "0/1 nodes are available: 1 Too many pods.",
+            )
+            .await
+            .unwrap();
+    }
+    recorder
+        .record(&pod, "Warning", "FailedScheduling", "another message")
+        .await
+        .unwrap();
+    let events = Api::<Event>::namespaced(client, "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut seen: Vec<(String, i32)> = events
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some("noisy"))
+        .map(|e| (e.message.clone().unwrap_or_default(), e.count.unwrap_or(0)))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("0/1 nodes are available: 1 Too many pods.".to_string(), 3),
+            ("another message".to_string(), 1)
+        ]
+    );
+}
