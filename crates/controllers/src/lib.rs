@@ -20,6 +20,7 @@ pub mod informer;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod pod;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -65,6 +66,7 @@ pub const CONTROLLERS: &[(&str, StartController)] = &[
     ("namespace", namespace::start),
     ("serviceaccount", serviceaccount::start),
     ("nodeipam", nodeipam::start),
+    ("nodelifecycle", nodelifecycle::start),
 ];
 
 /// What every controller gets: the client, the shared informers and an event recorder.
