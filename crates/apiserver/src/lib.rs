@@ -204,6 +204,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 if s.is_ready() { plain(StatusCode::OK, "ok") } else { plain(StatusCode::SERVICE_UNAVAILABLE, "not ready") }
             }),
         )
+        // kubectl before 1.29 reads the Swagger 2.0 document, as gnostic protobuf when it can.
+        .route("/openapi/v2", get(|State(s): State<Arc<ApiState>>, headers: axum::http::HeaderMap| async move {
+            // Requested as `…spec.v2@v1.0+protobuf`, answered with a dot: Go's mime parser rejects the `@`.
+            const PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if accept.contains("application/com.github.proto-openapi.spec.v2") {
+                ([(header::CONTENT_TYPE, PROTOBUF)], s.openapi.v2_protobuf()).into_response()
+            } else {
+                output::json_response(StatusCode::OK, s.openapi.v2_json(), &[])
+            }
+        }))
         .route("/openapi/v3", get(|State(s): State<Arc<ApiState>>| async move {
             output::json_response(StatusCode::OK, s.openapi.index_json(), &[])
         }))
