@@ -147,11 +147,16 @@ struct State {
     /// The revision this resource's state reflects (all events up to it applied).
     revision: Revision,
     tx: broadcast::Sender<Arc<CachedEvent>>,
+    /// Feeds of watchers selecting one value of the trigger field (`spec.nodeName=n1`), by value: such a
+    /// watcher only wakes for its own objects, as with kube-apiserver's watch-cache triggers — a thousand
+    /// node agents each watching their pods do not all wake for every pod.
+    triggers: HashMap<String, broadcast::Sender<Arc<CachedEvent>>>,
 }
 
 /// The cached state of one resource.
 pub struct ResourceCache {
     state: RwLock<State>,
+    trigger_field: Option<&'static str>,
 }
 
 /// A consistent snapshot of a page of a resource.
@@ -171,7 +176,7 @@ pub struct Subscription {
 }
 
 impl ResourceCache {
-    fn new() -> ResourceCache {
+    fn new(trigger_field: Option<&'static str>) -> ResourceCache {
         ResourceCache {
             state: RwLock::new(State {
                 objects: BTreeMap::new(),
@@ -179,8 +184,15 @@ impl ResourceCache {
                 oldest: 0,
                 revision: 0,
                 tx: broadcast::channel(BROADCAST_CAPACITY).0,
+                triggers: HashMap::new(),
             }),
+            trigger_field,
         }
+    }
+
+    /// The field whose selected value lets a watcher get only its own events (pods: `spec.nodeName`).
+    pub fn trigger_field(&self) -> Option<&'static str> {
+        self.trigger_field
     }
 
     pub fn revision(&self) -> Revision {
@@ -231,8 +243,11 @@ impl ResourceCache {
     }
 
     /// Starts a watch after `from` (`None`: from now, with the current objects as ADDED events first).
-    pub fn subscribe(&self, from: Option<Revision>) -> Result<Subscription, TooOld> {
-        let state = self.state.read();
+    /// With `trigger` (a value of [`Self::trigger_field`] the watcher selects), the live feed carries only
+    /// events of objects that have or had that value.
+    pub fn subscribe(&self, from: Option<Revision>, trigger: Option<&str>) -> Result<Subscription, TooOld> {
+        let trigger = trigger.filter(|_| self.trigger_field.is_some());
+        let state = self.state.upgradable_read();
         let initial = match from {
             None => state
                 .objects
@@ -250,10 +265,22 @@ impl ResourceCache {
                 state.window.range(start..).cloned().collect()
             }
         };
+        let revision = state.revision;
+        let rx = match trigger {
+            None => state.tx.subscribe(),
+            Some(value) => {
+                let mut state = parking_lot::RwLockUpgradableReadGuard::upgrade(state);
+                let tx = state
+                    .triggers
+                    .entry(value.to_string())
+                    .or_insert_with(|| broadcast::channel(BROADCAST_CAPACITY).0);
+                tx.subscribe()
+            }
+        };
         Ok(Subscription {
             initial,
-            rx: state.tx.subscribe(),
-            revision: state.revision,
+            rx,
+            revision,
         })
     }
 
@@ -295,6 +322,24 @@ impl ResourceCache {
             {
                 state.oldest = evicted.rv;
             }
+            if let Some(field) = self.trigger_field
+                && !state.triggers.is_empty()
+            {
+                let now = crate::selectors::field_value(&event.object.value, field);
+                let before = event
+                    .prev
+                    .as_ref()
+                    .map(|p| crate::selectors::field_value(&p.value, field));
+                for value in std::iter::once(now.clone()).chain(before.filter(|b| *b != now)) {
+                    let gone = state
+                        .triggers
+                        .get(&value)
+                        .is_some_and(|tx| tx.send(event.clone()).is_err());
+                    if gone {
+                        state.triggers.remove(&value);
+                    }
+                }
+            }
             // No receivers is fine: nobody is watching.
             let _ = state.tx.send(event);
         }
@@ -315,6 +360,7 @@ impl ResourceCache {
         state.oldest = revision;
         state.revision = revision;
         state.tx = broadcast::channel(BROADCAST_CAPACITY).0;
+        state.triggers.clear();
     }
 }
 
@@ -331,12 +377,13 @@ fn split_key(key: &[u8]) -> Option<(&str, &str)> {
 }
 
 impl Caches {
-    /// Caches for these resources (group-resource names: `pods`, `deployments.apps`).
-    pub fn new(resources: impl IntoIterator<Item = String>) -> Arc<Caches> {
+    /// Caches for these resources (group-resource names: `pods`, `deployments.apps`), each with its trigger
+    /// field if it has one.
+    pub fn new(resources: impl IntoIterator<Item = (String, Option<&'static str>)>) -> Arc<Caches> {
         Arc::new(Caches {
             resources: resources
                 .into_iter()
-                .map(|r| (r, Arc::new(ResourceCache::new())))
+                .map(|(r, trigger)| (r, Arc::new(ResourceCache::new(trigger))))
                 .collect(),
             revision: watch::channel(0).0,
         })
@@ -514,7 +561,7 @@ mod tests {
 
     #[test]
     fn events_lists_and_subscriptions() {
-        let c = ResourceCache::new();
+        let c = ResourceCache::new(None);
         c.reset(BTreeMap::new(), 1);
         c.apply(
             vec![
@@ -556,14 +603,14 @@ mod tests {
         );
         assert_eq!(rest.continue_after, None);
 
-        let sub = c.subscribe(Some(3)).unwrap();
+        let sub = c.subscribe(Some(3), None).unwrap();
         let kinds: Vec<_> = sub.initial.iter().map(|e| (e.kind, e.rv)).collect();
         assert_eq!(kinds, [(EventType::Added, 4), (EventType::Modified, 5)]);
-        let fresh = c.subscribe(None).unwrap();
+        let fresh = c.subscribe(None, None).unwrap();
         assert_eq!(fresh.initial.len(), 3);
         assert!(fresh.initial.iter().all(|e| e.kind == EventType::Added));
 
-        let mut rx = c.subscribe(Some(6)).unwrap().rx;
+        let mut rx = c.subscribe(Some(6), None).unwrap().rx;
         c.apply(vec![(EventKind::Delete, "ns/b".into(), None, 7)], 7);
         let deleted = rx.try_recv().unwrap();
         assert_eq!(deleted.kind, EventType::Deleted);
@@ -573,7 +620,7 @@ mod tests {
 
         c.reset(BTreeMap::new(), 10);
         assert!(matches!(
-            c.subscribe(Some(7)),
+            c.subscribe(Some(7), None),
             Err(TooOld {
                 requested: 7,
                 oldest: 10
@@ -583,6 +630,45 @@ mod tests {
             rx.try_recv(),
             Err(broadcast::error::TryRecvError::Closed)
         ));
+    }
+
+    #[test]
+    fn trigger_watchers_only_get_events_of_their_value() {
+        let pod = |name: &str, node: &str, rv: Revision| {
+            let stored = serde_json::to_vec(&json!({"metadata": {"name": name, "namespace": "ns"},
+                "spec": {"nodeName": node}}))
+            .unwrap();
+            CachedObject::from_stored(format!("ns/{name}"), &stored, rv).unwrap()
+        };
+        let c = ResourceCache::new(Some("spec.nodeName"));
+        c.reset(BTreeMap::new(), 1);
+        let mut n1 = c.subscribe(Some(1), Some("n1")).unwrap().rx;
+        let mut all = c.subscribe(Some(1), None).unwrap().rx;
+        c.apply(
+            vec![
+                (EventKind::Put, "ns/a".into(), Some(pod("a", "", 2)), 2),
+                (EventKind::Put, "ns/b".into(), Some(pod("b", "n2", 3)), 3),
+                (EventKind::Put, "ns/a".into(), Some(pod("a", "n1", 4)), 4),
+                (EventKind::Delete, "ns/a".into(), None, 5),
+            ],
+            5,
+        );
+        let got: Vec<_> = std::iter::from_fn(|| n1.try_recv().ok())
+            .map(|e| (e.kind, e.rv))
+            .collect();
+        assert_eq!(
+            got,
+            [(EventType::Modified, 4), (EventType::Deleted, 5)],
+            "binding to n1 and the delete"
+        );
+        assert_eq!(std::iter::from_fn(|| all.try_recv().ok()).count(), 4);
+        drop(n1);
+        // A trigger feed nobody listens to any more is dropped at the next event for it.
+        c.apply(
+            vec![(EventKind::Put, "ns/c".into(), Some(pod("c", "n1", 6)), 6)],
+            6,
+        );
+        assert!(c.state.read().triggers.is_empty());
     }
 
     #[test]

@@ -131,13 +131,12 @@ impl ApiState {
         let registry = registry::Registry::builtin();
         let server_address = format!("{}:{}", options.advertise_address, options.advertise_port);
         let discovery = discovery::Discovery::build(&registry, &server_address);
-        let caches = cache::Caches::new(
-            registry
-                .kinds()
-                .iter()
-                .filter(|k| k.conversion.is_none())
-                .map(|k| k.group_resource().to_string()),
-        );
+        let caches = cache::Caches::new(registry.kinds().iter().filter(|k| k.conversion.is_none()).map(
+            |k| {
+                let trigger = (k.group.is_empty() && k.kind == "Pod").then_some("spec.nodeName");
+                (k.group_resource().to_string(), trigger)
+            },
+        ));
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         let cache_task = tokio::spawn(caches.clone().run(store.clone(), loaded_tx)).abort_handle();
         // A store that cannot be listed within a minute is reported rather than waited on forever.

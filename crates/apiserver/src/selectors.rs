@@ -442,9 +442,14 @@ impl FieldSelector {
 
     /// The name this selector pins with `metadata.name=NAME`, letting a list look up one key.
     pub fn exact_name(&self) -> Option<&str> {
+        self.exact("metadata.name")
+    }
+
+    /// The value this selector requires `field` to equal, if it does.
+    pub fn exact(&self, field: &str) -> Option<&str> {
         self.terms
             .iter()
-            .find(|t| t.field == "metadata.name" && !t.negated)
+            .find(|t| t.field == field && !t.negated)
             .map(|t| t.value.as_str())
     }
 }

@@ -133,7 +133,11 @@ pub async fn watch(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Resu
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let kind_index = state.registry.index_of(kind);
     let state = state.clone();
-    let subscription = match cache.subscribe(from) {
+    let trigger = cache
+        .trigger_field()
+        .and_then(|f| filter.selector.fields.exact(f))
+        .map(String::from);
+    let subscription = match cache.subscribe(from, trigger.as_deref()) {
         Ok(s) => Some(s),
         Err(too_old) => {
             let err = ApiError::Expired {
@@ -148,6 +152,7 @@ pub async fn watch(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Resu
         tokio::spawn(async move {
             let kind = &state.registry.kinds()[kind_index];
             let watcher = Watcher {
+                trigger: trigger.as_deref(),
                 kind,
                 cache: &cache,
                 filter: &filter,
@@ -168,6 +173,7 @@ pub async fn watch(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Resu
 }
 
 struct Watcher<'a> {
+    trigger: Option<&'a str>,
     kind: &'a Kind,
     cache: &'a Arc<ResourceCache>,
     filter: &'a Filter,
@@ -230,7 +236,7 @@ impl Watcher<'_> {
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind the live feed: pick up again from the window after the last event sent.
-                    match self.cache.subscribe(Some(last_rv)) {
+                    match self.cache.subscribe(Some(last_rv), self.trigger) {
                         Ok(again) => {
                             for event in &again.initial {
                                 last_rv = last_rv.max(event.rv);

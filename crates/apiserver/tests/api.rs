@@ -960,3 +960,44 @@ async fn protobuf_bodies_are_accepted_and_unknown_media_types_refused() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
 }
+
+#[tokio::test]
+async fn node_agents_watch_their_own_pods() {
+    let s = start().await;
+    let api = Api::<Pod>::namespaced(s.client.clone(), "default");
+    let all = Api::<Pod>::all(s.client.clone());
+    let params = WatchParams::default().fields("spec.nodeName=n1").timeout(20);
+    let mut stream = all.watch(&params, "0").await.unwrap().boxed();
+    let pod = |name: &str, node: Option<&str>| -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}]});
+        if let Some(n) = node {
+            spec["nodeName"] = json!(n);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    api.create(&PostParams::default(), &pod("elsewhere", Some("n2")))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &pod("mine", None))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "mine"},
+        "target": {"kind": "Node", "name": "n1"}});
+    let (code, _) = raw(
+        &s,
+        "POST",
+        "/api/v1/namespaces/default/pods/mine/binding",
+        "application/json",
+        Some(binding),
+    )
+    .await;
+    assert_eq!(code, 201);
+    match tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Some(WatchEvent::Added(p)) => assert_eq!(p.metadata.name.as_deref(), Some("mine")),
+        other => panic!("expected the bound pod ADDED, got {other:?}"),
+    }
+}
