@@ -1001,3 +1001,48 @@ async fn node_agents_watch_their_own_pods() {
         other => panic!("expected the bound pod ADDED, got {other:?}"),
     }
 }
+
+/// kube-runtime's watcher, as controllers use it: list+watch, and the streaming-list (sendInitialEvents) mode.
+#[tokio::test]
+async fn kube_runtime_watchers_see_existing_and_new_objects() {
+    use kube::runtime::watcher::{self, Event};
+    let s = start().await;
+    let api = Api::<ConfigMap>::namespaced(s.client.clone(), "default");
+    api.create(&PostParams::default(), &cm("before", json!({})))
+        .await
+        .unwrap();
+    for config in [
+        watcher::Config::default(),
+        watcher::Config::default().streaming_lists(),
+    ] {
+        let mut events = watcher::watcher(api.clone(), config).boxed();
+        let mut initial = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.try_next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+            {
+                Event::Init => {}
+                Event::InitApply(c) => initial.push(c.metadata.name.unwrap()),
+                Event::InitDone => break,
+                other => panic!("unexpected {other:?} during the initial list"),
+            }
+        }
+        assert!(initial.contains(&"before".to_string()), "{initial:?}");
+        let name = format!("after-{}", initial.len());
+        api.create(&PostParams::default(), &cm(&name, json!({})))
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Event::Apply(c) => assert_eq!(c.metadata.name.as_deref(), Some(name.as_str())),
+            other => panic!("expected the new object, got {other:?}"),
+        }
+    }
+}
