@@ -719,6 +719,79 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watches_started_during_writes_see_every_revision_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            history_window: 64,
+            ..Default::default()
+        };
+        let store = Arc::new(open_in(&dir, options).await);
+        let writes = 3000;
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..writes {
+                    store
+                        .create(format!("/s/{i}").as_bytes(), Bytes::new())
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let first = store.current_revision().await.unwrap() + 1;
+        let last = first + writes - 1;
+        let mut watchers = Vec::new();
+        for i in 0..24i64 {
+            if writer.is_finished() {
+                break; // a watch from "now" would wait for writes that never come
+            }
+            // Starts from "now", from inside the ring, and from well before it.
+            let current = store.current_revision().await.unwrap();
+            let start = match i % 3 {
+                0 => 0,
+                1 => (current - 10).max(first),
+                _ => (current - 500).max(first),
+            };
+            let mut watch = store
+                .watch(WatchRequest {
+                    prefix: Bytes::from_static(b"/s/"),
+                    start_revision: start,
+                    progress_interval: None,
+                })
+                .await
+                .unwrap();
+            watchers.push(tokio::spawn(async move {
+                let mut revisions = Vec::new();
+                while revisions.last().is_none_or(|r| *r < last) {
+                    match tokio::time::timeout(DEADLINE, watch.next()).await.unwrap() {
+                        Some(Ok(WatchMessage::Events(events))) => {
+                            revisions.extend(events.iter().map(|e| e.kv.mod_revision))
+                        }
+                        Some(Ok(WatchMessage::Progress(_))) => {}
+                        other => panic!("watch from {start} ended: {other:?}"),
+                    }
+                }
+                (start, current, revisions)
+            }));
+            tokio::task::yield_now().await;
+        }
+        writer.await.unwrap();
+        assert!(
+            watchers.len() >= 3,
+            "the writes were over before the watches began"
+        );
+        for watcher in watchers {
+            let (start, current, revisions) = watcher.await.unwrap();
+            let from = if start == 0 { revisions[0] } else { start };
+            assert!(
+                start != 0 || from > current,
+                "a watch from now began at {from}, at or before {current}"
+            );
+            assert_eq!(revisions, (from..=last).collect::<Vec<_>>(), "watch from {start}");
+        }
+    }
+
     #[tokio::test]
     async fn a_watcher_that_does_not_read_is_cut_off_with_an_error() {
         let dir = tempfile::tempdir().unwrap();
