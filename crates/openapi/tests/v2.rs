@@ -299,3 +299,77 @@ fn json_form_is_the_same_document() {
     assert_eq!(name_param["type"], "string");
     assert!(name_param.get("schema").is_none());
 }
+
+/// Reads the length-delimited fields numbered `tag` of one message, straight from the wire.
+fn fields(mut message: &[u8], tag: u32) -> Vec<&[u8]> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut out = Vec::new();
+    while !message.is_empty() {
+        let (field, wire_type) = decode_key(&mut message).expect("field key");
+        match wire_type {
+            WireType::LengthDelimited => {
+                let len = decode_varint(&mut message).expect("length") as usize;
+                let (value, rest) = message.split_at(len);
+                if field == tag {
+                    out.push(value);
+                }
+                message = rest;
+            }
+            WireType::Varint => {
+                decode_varint(&mut message).expect("varint");
+            }
+            WireType::SixtyFourBit => message = &message[8..],
+            WireType::ThirtyTwoBit => message = &message[4..],
+            other => panic!("unexpected wire type {other:?}"),
+        }
+    }
+    out
+}
+
+/// The field numbers of `OpenAPIv2.proto`, checked without our own message types (which a round trip
+/// through the same structs cannot catch): Document.definitions = 9, Definitions.additional_properties = 1,
+/// NamedSchema{name = 1, value = 2}, Schema.vendor_extension = 31, NamedAny{name = 1, value = 2},
+/// Any.yaml = 2; Document.paths = 8, Paths.path = 2, PathItem.patch = 8, Operation.parameters = 8,
+/// ParametersItem.parameter = 1, Parameter.non_body_parameter = 2, NonBodyParameter.query = 3,
+/// QueryParameterSubSchema.name = 4.
+#[test]
+fn wire_layout_matches_the_gnostic_field_numbers() {
+    let bytes = api().v2_protobuf();
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    let definitions = fields(&bytes, 9);
+    assert_eq!(definitions.len(), 1);
+    let deployment = fields(definitions[0], 1)
+        .into_iter()
+        .find(|named| {
+            fields(named, 1).first().map(|n| text(n)) == Some("io.k8s.api.apps.v1.Deployment".into())
+        })
+        .expect("Deployment definition on the wire");
+    let schema = fields(deployment, 2)[0];
+    let gvk = fields(schema, 31)
+        .into_iter()
+        .find(|ext| text(fields(ext, 1)[0]) == "x-kubernetes-group-version-kind")
+        .expect("gvk extension");
+    let yaml = text(fields(fields(gvk, 2)[0], 2)[0]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&yaml).unwrap(),
+        json!([{ "group": "apps", "kind": "Deployment", "version": "v1" }])
+    );
+
+    let paths = fields(&bytes, 8);
+    let item = fields(paths[0], 2)
+        .into_iter()
+        .find(|named| text(fields(named, 1)[0]) == "/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        .expect("deployment item path");
+    let patch = fields(fields(item, 2)[0], 8)[0];
+    let query_names: Vec<String> = fields(patch, 8)
+        .into_iter()
+        .flat_map(|item| fields(item, 1))
+        .flat_map(|param| fields(param, 2))
+        .flat_map(|non_body| fields(non_body, 3))
+        .map(|query| text(fields(query, 4)[0]))
+        .collect();
+    assert!(
+        query_names.contains(&"fieldValidation".to_owned()),
+        "{query_names:?}"
+    );
+}
