@@ -1,9 +1,12 @@
-//! The event recorder (Kubernetes' `EventRecorder` with its correlator): controllers report `Normal`/`Warning`
-//! events about an object; a repeat of the same event (same object, type, reason, message) bumps `count` and
-//! `lastTimestamp` of the existing Event instead of creating a new object each time.
+//! The event recorder (Kubernetes' `EventRecorder` with its `EventCorrelator`): controllers report
+//! `Normal`/`Warning` events about an object. A repeat of the same event (same object, type, reason, message)
+//! bumps `count` and `lastTimestamp` of the existing Event instead of creating a new object; many different
+//! messages of one kind are folded into one "(combined from similar events)" Event; and a per-object token
+//! bucket drops floods. The decisions are the pure [`Correlator`]; [`EventRecorder::record`] does the writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -84,16 +87,93 @@ enum Write {
     },
 }
 
+/// Events about one object share a token bucket (Kubernetes' `EventSourceObjectSpamFilter`): 25 at once, then
+/// one per 5 minutes; the rest are dropped.
+const SPAM_BURST: f64 = 25.0;
+const SPAM_REFILL: Duration = Duration::from_secs(300);
+/// After this many different messages with the same object, type and reason within the window, further ones are
+/// folded into one "(combined from similar events)" Event (Kubernetes' `EventAggregator`).
+const MAX_SIMILAR: usize = 10;
+const SIMILAR_WINDOW: Duration = Duration::from_secs(600);
+const COMBINED_PREFIX: &str = "(combined from similar events): ";
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+#[derive(Debug)]
+struct Similar {
+    messages: HashSet<String>,
+    since: Instant,
+}
+
 /// The correlator's memory; bounded so a long-running manager does not grow without limit.
 #[derive(Debug, Default)]
 struct Correlator {
     seen: HashMap<AggregateKey, Recorded>,
+    similar: HashMap<AggregateKey, Similar>,
+    buckets: HashMap<String, Bucket>,
 }
 
-/// Kubernetes' correlator LRU holds 4096 entries; forgetting everything at the bound is good enough here.
+/// Kubernetes' correlator caches hold 4096 entries; forgetting everything at the bound is good enough here.
 const MAX_REMEMBERED: usize = 4096;
 
 impl Correlator {
+    /// Pass `event` through the spam filter and the aggregator: `None` drops it, otherwise the key it is
+    /// de-duplicated under and the message to write.
+    fn correlate(&mut self, key: AggregateKey, now: Instant) -> Option<(AggregateKey, String)> {
+        if self.buckets.len() >= MAX_REMEMBERED && !self.buckets.contains_key(&key.object_uid) {
+            self.buckets.clear();
+        }
+        let bucket = self.buckets.entry(key.object_uid.clone()).or_insert(Bucket {
+            tokens: SPAM_BURST,
+            last: now,
+        });
+        let refill = now.duration_since(bucket.last).as_secs_f64() / SPAM_REFILL.as_secs_f64();
+        bucket.tokens = (bucket.tokens + refill).min(SPAM_BURST);
+        bucket.last = now;
+        if bucket.tokens < 1.0 {
+            return None;
+        }
+        bucket.tokens -= 1.0;
+
+        let similar_key = AggregateKey {
+            message: String::new(),
+            ..key.clone()
+        };
+        if self.similar.len() >= MAX_REMEMBERED && !self.similar.contains_key(&similar_key) {
+            self.similar.clear();
+        }
+        let similar = self
+            .similar
+            .entry(similar_key.clone())
+            .or_insert_with(|| Similar {
+                messages: HashSet::new(),
+                since: now,
+            });
+        if now.duration_since(similar.since) > SIMILAR_WINDOW {
+            *similar = Similar {
+                messages: HashSet::new(),
+                since: now,
+            };
+        }
+        similar.messages.insert(key.message.clone());
+        if similar.messages.len() >= MAX_SIMILAR {
+            let message = format!("{COMBINED_PREFIX}{}", key.message);
+            return Some((
+                AggregateKey {
+                    message: COMBINED_PREFIX.into(),
+                    ..similar_key
+                },
+                message,
+            ));
+        }
+        let message = key.message.clone();
+        Some((key, message))
+    }
+
     fn decide(&self, key: &AggregateKey) -> Write {
         match self.seen.get(key) {
             Some(r) => Write::Bump {
@@ -150,6 +230,10 @@ impl EventRecorder {
         };
         let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
         let now = Time(Timestamp::now());
+        let Some((key, message)) = self.correlator.lock().correlate(key, Instant::now()) else {
+            tracing::debug!(reason = %event.reason, "event dropped by the spam filter");
+            return;
+        };
         let decision = self.correlator.lock().decide(&key);
         if let Write::Bump {
             namespace,
@@ -158,7 +242,7 @@ impl EventRecorder {
         } = &decision
         {
             let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), namespace);
-            let patch = json!({"count": count, "lastTimestamp": now});
+            let patch = json!({"count": count, "lastTimestamp": now, "message": message});
             match api
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -193,7 +277,7 @@ impl EventRecorder {
             involved_object: object.clone(),
             type_: Some(event.type_.as_str().into()),
             reason: Some(event.reason.clone()),
-            message: Some(event.message.clone()),
+            message: Some(message),
             count: Some(1),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
@@ -259,6 +343,47 @@ mod tests {
         );
         c.forget(&key("Created pod: a"));
         assert_eq!(c.decide(&key("Created pod: a")), Write::Create);
+    }
+
+    #[test]
+    fn many_different_messages_are_combined_into_one_event() {
+        let mut c = Correlator::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_SIMILAR - 1 {
+            let (k, m) = c.correlate(key(&format!("Created pod: p{i}")), t0).unwrap();
+            assert_eq!(m, format!("Created pod: p{i}"));
+            assert_eq!(k, key(&m));
+        }
+        let (k1, m1) = c.correlate(key("Created pod: p9"), t0).unwrap();
+        let (k2, m2) = c.correlate(key("Created pod: p10"), t0).unwrap();
+        assert_eq!(m1, "(combined from similar events): Created pod: p9");
+        assert_eq!(m2, "(combined from similar events): Created pod: p10");
+        assert_eq!(k1, k2, "combined events share one Event object, bumped each time");
+        let (_, later) = c
+            .correlate(
+                key("Created pod: p11"),
+                t0 + SIMILAR_WINDOW + Duration::from_secs(1),
+            )
+            .unwrap();
+        assert_eq!(later, "Created pod: p11", "a new window starts over");
+    }
+
+    #[test]
+    fn spam_filter_drops_a_flood_and_refills_slowly() {
+        let mut c = Correlator::default();
+        let t0 = Instant::now();
+        let passed = (0..40).filter(|_| c.correlate(key("same"), t0).is_some()).count();
+        assert_eq!(passed, 25);
+        assert!(c.correlate(key("same"), t0 + Duration::from_secs(60)).is_none());
+        assert!(
+            c.correlate(key("same"), t0 + SPAM_REFILL).is_some(),
+            "one token back after five minutes"
+        );
+        let other = AggregateKey {
+            object_uid: "uid-2".into(),
+            ..key("same")
+        };
+        assert!(c.correlate(other, t0).is_some(), "each object has its own bucket");
     }
 
     #[test]

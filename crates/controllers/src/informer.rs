@@ -39,6 +39,8 @@ type Handler<K> = Box<dyn Fn(&Change<K>) + Send + Sync>;
 pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     handlers: RwLock<Vec<Handler<K>>>,
+    /// Turns true once the first list is in the cache.
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 /// Bounds every resource type a shared informer can watch.
@@ -66,21 +68,21 @@ impl<K: Watched> Informer<K> {
         handlers.push(Box::new(handler));
     }
 
-    /// Resolves once the first list is in the cache.
+    /// Resolves once the first list is in the cache. (Not kube-rs' `Store::wait_until_ready`: its future keeps
+    /// only the waker of its last poller, so of several controllers waiting on one informer only one would wake.)
     pub async fn wait_synced(&self) {
-        // kube-rs' readiness future keeps only the waker of its last poller, so of several controllers waiting
-        // on one informer only one would wake; polling again every few milliseconds lets each notice on its own.
-        // (An error only means the writer was dropped, i.e. the manager is shutting down.)
-        let poll = std::time::Duration::from_millis(50);
-        while tokio::time::timeout(poll, self.store.wait_until_ready())
-            .await
-            .is_err()
-        {}
+        let mut synced = self.synced.subscribe();
+        // An error only means the informer task ended, i.e. the manager is shutting down.
+        let _ = synced.wait_for(|s| *s).await;
     }
 
     fn dispatch(&self, change: &Change<K>) {
         for h in self.handlers.read().iter() {
-            h(change);
+            // A panicking handler must not end the watch that every other controller depends on.
+            let call = std::panic::AssertUnwindSafe(|| h(change));
+            if std::panic::catch_unwind(call).is_err() {
+                tracing::error!(kind = %K::kind(&()), "an event handler panicked; change skipped for it");
+            }
         }
     }
 }
@@ -111,6 +113,7 @@ impl SharedInformers {
         let informer = Arc::new(Informer {
             store,
             handlers: RwLock::new(Vec::new()),
+            synced: tokio::sync::watch::Sender::new(false),
         });
         informers.insert(TypeId::of::<K>(), informer.clone());
         let api: Api<K> = Api::all(self.client.clone());
@@ -188,6 +191,7 @@ async fn run_informer<K: Watched>(
                     }
                 }
                 writer.apply_watcher_event(&event);
+                informer.synced.send_replace(true);
                 for change in &changes {
                     informer.dispatch(change);
                 }

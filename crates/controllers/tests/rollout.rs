@@ -202,6 +202,10 @@ fn image(rs: &ReplicaSet) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployment_rolls_out_forward_and_back() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut server = Server::start();
     let client = server.client().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -29,8 +29,10 @@ pub fn start(ctx: Context) -> ControllerFuture {
     Box::pin(run(ctx))
 }
 
+/// The controller's I/O side; like the ReplicaSet shell it never holds the [`Context`] (see there).
 struct Shell {
-    ctx: Context,
+    client: kube::Client,
+    workers: usize,
     deployments: Store<Deployment>,
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
@@ -47,7 +49,8 @@ async fn run(ctx: Context) -> Result<(), Error> {
         deployments: d_informer.store().clone(),
         replica_sets: rs_informer.store().clone(),
         pods: pod_informer.store().clone(),
-        ctx,
+        client: ctx.client.clone(),
+        workers: ctx.options.workers,
     });
     d_informer.wait_synced().await;
     rs_informer.wait_synced().await;
@@ -81,7 +84,7 @@ async fn run(ctx: Context) -> Result<(), Error> {
     });
 
     let sync_shell = shell.clone();
-    run_workers(queue, shell.ctx.options.workers, NAME, move |key| {
+    run_workers(queue, shell.workers, NAME, move |key| {
         let shell = sync_shell.clone();
         async move { shell.sync(&key).await }
     })
@@ -148,8 +151,9 @@ impl Shell {
         // Whole seconds: that is what the API stores, so a condition written now compares equal when read back.
         let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
         let plan = sync::plan(&d, &rs_refs, &pod_refs, now);
+        tracing::debug!(key, actions = ?plan.actions.iter().map(Action::name).collect::<Vec<_>>(), "deployment sync");
 
-        let client = self.ctx.client.clone();
+        let client = self.client.clone();
         let d_api: Api<Deployment> = Api::namespaced(client.clone(), ns);
         let rs_api: Api<ReplicaSet> = Api::namespaced(client, ns);
         let reference = d.object_ref(&());

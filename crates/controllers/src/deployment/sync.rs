@@ -56,6 +56,22 @@ pub enum Action {
     Record(Event),
 }
 
+impl Action {
+    /// A short label for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::AdoptReplicaSet(_) => "AdoptReplicaSet",
+            Action::ReleaseReplicaSet(_) => "ReleaseReplicaSet",
+            Action::CreateReplicaSet(_) => "CreateReplicaSet",
+            Action::UpdateReplicaSet(_) => "UpdateReplicaSet",
+            Action::DeleteReplicaSet(_) => "DeleteReplicaSet",
+            Action::UpdateAnnotations(_) => "UpdateAnnotations",
+            Action::UpdateStatus(_) => "UpdateStatus",
+            Action::Record(_) => "Record",
+        }
+    }
+}
+
 /// What one sync of a Deployment should do.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {

@@ -30,8 +30,11 @@ pub fn start(ctx: Context) -> ControllerFuture {
     Box::pin(run(ctx))
 }
 
+/// The controller's I/O side. It holds stores and a client, never the [`Context`]: the informers keep their
+/// handlers, the handlers keep the shell, so a shell holding the informers would keep them alive forever.
 struct Shell {
-    ctx: Context,
+    client: kube::Client,
+    workers: usize,
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
     expectations: Arc<Expectations>,
@@ -48,7 +51,8 @@ async fn run(ctx: Context) -> Result<(), Error> {
         replica_sets: rs_informer.store().clone(),
         pods: pod_informer.store().clone(),
         expectations: expectations.clone(),
-        ctx,
+        client: ctx.client.clone(),
+        workers: ctx.options.workers,
     });
     rs_informer.wait_synced().await;
     pod_informer.wait_synced().await;
@@ -69,7 +73,7 @@ async fn run(ctx: Context) -> Result<(), Error> {
     });
 
     let sync_shell = shell.clone();
-    run_workers(queue, shell.ctx.options.workers, NAME, move |key| {
+    run_workers(queue, shell.workers, NAME, move |key| {
         let shell = sync_shell.clone();
         async move { shell.sync(&key).await }
     })
@@ -170,9 +174,20 @@ impl Shell {
         let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
         let related = self.related_pods(&rs, &pods);
         let plan = sync::plan(&rs, &pod_refs, &related, satisfied, Timestamp::now());
+        tracing::debug!(
+            key,
+            satisfied,
+            adopt = plan.adopt.len(),
+            release = plan.release.len(),
+            create = plan.create,
+            delete = plan.delete.len(),
+            replicas = plan.status.replicas,
+            ready = ?plan.status.ready_replicas,
+            "replicaset sync"
+        );
 
-        let rs_api: Api<ReplicaSet> = Api::namespaced(self.ctx.client.clone(), ns);
-        let pod_api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), ns);
+        let rs_api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+        let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let owner = sync::owner(&rs);
         if !plan.adopt.is_empty() {
             // Adopt only if the ReplicaSet we saw is still the live one and not being deleted.
