@@ -16,6 +16,8 @@ pub struct ClusterOptions {
     pub node_monitor_period: Duration,
     /// `--terminated-pod-gc-threshold`: finished pods kept before the oldest are deleted (0 disables).
     pub terminated_pod_gc_threshold: usize,
+    /// How often the pod garbage collector runs (Kubernetes' `gcCheckPeriod`).
+    pub pod_gc_period: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -26,6 +28,7 @@ impl Default for ClusterOptions {
             node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
             terminated_pod_gc_threshold: 12_500,
+            pod_gc_period: Duration::from_secs(20),
         }
     }
 }

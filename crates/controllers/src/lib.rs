@@ -22,6 +22,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod pod;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod workqueue;
@@ -67,6 +68,7 @@ pub const CONTROLLERS: &[(&str, StartController)] = &[
     ("serviceaccount", serviceaccount::start),
     ("nodeipam", nodeipam::start),
     ("nodelifecycle", nodelifecycle::start),
+    ("podgc", podgc::start),
 ];
 
 /// What every controller gets: the client, the shared informers and an event recorder.

@@ -1,11 +1,14 @@
 //! Namespace, ServiceAccount and node IPAM controllers against a real `rkube server`: a new namespace gets its
-//! `default` ServiceAccount, a deleted namespace is emptied and then removed, a node gets a pod CIDR.
+//! `default` ServiceAccount, a deleted namespace is emptied and then removed, a node gets a pod CIDR; the pod
+//! garbage collector removes pods of missing nodes and finished pods over its threshold.
 
 mod support;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, ServiceAccount};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use rkube_controllers::ControllerOptions;
+use rkube_controllers::cluster::ClusterOptions;
 use serde_json::json;
 use support::{Manager, Server, wait_for};
 
@@ -114,8 +117,8 @@ async fn namespaces_get_a_default_account_and_are_emptied_on_deletion() {
     config_maps
         .patch(
             "held",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
         )
         .await
         .expect("release the held configmap");
@@ -157,4 +160,63 @@ async fn nodes_get_distinct_pod_cidrs() {
     let mut sorted = cidrs.clone();
     sorted.sort();
     assert_eq!(sorted, ["10.42.0.0/24", "10.42.1.0/24"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_gc_removes_orphans_and_finished_pods_over_the_threshold() {
+    let mut server = Server::start();
+    let client = server.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, node) in [
+        ("ghost-pod", Some("ghost")),
+        ("a", None),
+        ("b", None),
+        ("c", None),
+    ] {
+        let mut pod = json!({"metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+        if let Some(node) = node {
+            pod["spec"]["nodeName"] = json!(node);
+        }
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+    }
+    for name in ["a", "b", "c"] {
+        let status = json!({"status": {"phase": "Succeeded"}});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("finish pod");
+    }
+    let _manager = Manager::start_with(
+        client.clone(),
+        ControllerOptions {
+            controllers: vec!["podgc".into()],
+            leader_election: false,
+            cluster: ClusterOptions {
+                terminated_pod_gc_threshold: 2,
+                pod_gc_period: std::time::Duration::from_millis(200),
+                ..ClusterOptions::default()
+            },
+            ..ControllerOptions::default()
+        },
+    );
+    wait_for("the orphan and the oldest finished pod collected", || async {
+        let mut names: Vec<String> = pods
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        names.sort();
+        if names == ["b", "c"] {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
 }
