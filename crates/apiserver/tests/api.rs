@@ -1046,3 +1046,26 @@ async fn kube_runtime_watchers_see_existing_and_new_objects() {
         }
     }
 }
+
+/// Concurrent patches of one object all land: each is retried on the store's conflicts.
+#[tokio::test]
+async fn concurrent_patches_are_retried_not_lost() {
+    let s = start().await;
+    let api = Api::<ConfigMap>::namespaced(s.client.clone(), "default");
+    api.create(&PostParams::default(), &cm("hot", json!({})))
+        .await
+        .unwrap();
+    let patches = (0..20).map(|i| {
+        let api = api.clone();
+        async move {
+            let patch = json!({"metadata": {"labels": {format!("l{i}"): "x"}}});
+            api.patch("hot", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+        }
+    });
+    for result in futures::future::join_all(patches).await {
+        result.unwrap();
+    }
+    let labels = api.get("hot").await.unwrap().metadata.labels.unwrap();
+    assert_eq!(labels.len(), 20, "{labels:?}");
+}
