@@ -155,7 +155,10 @@ pub enum Error {
     ValueTooLarge { size: usize, limit: usize },
     /// The requested revision has been compacted away.
     #[error("required revision {requested} has been compacted (compacted revision {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// The requested revision is newer than the store's current revision.
     #[error("required revision {requested} is a future revision (current revision {current})")]
     FutureRevision { requested: Revision, current: Revision },
@@ -163,7 +166,9 @@ pub enum Error {
     #[error("watcher cut off: it fell too far behind the writes")]
     WatcherTooSlow,
     /// The endpoint URL could not be understood.
-    #[error("invalid datastore endpoint {0:?}: expected sqlite://PATH, http://host:port[,host:port] or etcd://host:port")]
+    #[error(
+        "invalid datastore endpoint {0:?}: expected sqlite://PATH, http://host:port[,host:port] or etcd://host:port"
+    )]
     InvalidEndpoint(String),
     /// The database file exists but is not an rkube store (corrupt, or another program's file).
     #[error("{path} is not an rkube store database: {reason}")]
@@ -261,7 +266,9 @@ impl Endpoint {
 /// Opens the backend an endpoint names.
 pub async fn open(endpoint: &Endpoint) -> Result<std::sync::Arc<dyn Backend>> {
     Ok(match endpoint {
-        Endpoint::Sqlite(path) => std::sync::Arc::new(sqlite::SqliteBackend::open(path, Default::default()).await?),
+        Endpoint::Sqlite(path) => {
+            std::sync::Arc::new(sqlite::SqliteBackend::open(path, Default::default()).await?)
+        }
         Endpoint::Etcd(endpoints) => std::sync::Arc::new(etcd::EtcdBackend::connect(endpoints).await?),
     })
 }
@@ -272,7 +279,10 @@ pub(crate) fn check_write(key: &[u8], value_len: usize, limit: usize) -> Result<
         return Err(Error::EmptyKey);
     }
     if value_len > limit {
-        return Err(Error::ValueTooLarge { size: value_len, limit });
+        return Err(Error::ValueTooLarge {
+            size: value_len,
+            limit,
+        });
     }
     Ok(())
 }
@@ -296,17 +306,29 @@ mod tests {
 
     #[test]
     fn parses_endpoints() {
-        assert_eq!(Endpoint::parse("sqlite:///tmp/x.db").unwrap(), Endpoint::Sqlite("/tmp/x.db".into()));
+        assert_eq!(
+            Endpoint::parse("sqlite:///tmp/x.db").unwrap(),
+            Endpoint::Sqlite("/tmp/x.db".into())
+        );
         assert_eq!(
             Endpoint::parse("http://127.0.0.1:2379,http://127.0.0.1:2381").unwrap(),
-            Endpoint::Etcd(vec!["http://127.0.0.1:2379".into(), "http://127.0.0.1:2381".into()])
+            Endpoint::Etcd(vec![
+                "http://127.0.0.1:2379".into(),
+                "http://127.0.0.1:2381".into()
+            ])
         );
         assert_eq!(
             Endpoint::parse("etcd://127.0.0.1:2379").unwrap(),
             Endpoint::Etcd(vec!["http://127.0.0.1:2379".into()])
         );
-        assert!(matches!(Endpoint::parse("mysql://x"), Err(Error::InvalidEndpoint(_))));
-        assert!(matches!(Endpoint::parse("sqlite://"), Err(Error::InvalidEndpoint(_))));
+        assert!(matches!(
+            Endpoint::parse("mysql://x"),
+            Err(Error::InvalidEndpoint(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("sqlite://"),
+            Err(Error::InvalidEndpoint(_))
+        ));
         assert!(matches!(Endpoint::parse(""), Err(Error::InvalidEndpoint(_))));
     }
 
