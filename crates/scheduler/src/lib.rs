@@ -6,6 +6,11 @@
 //! The moving parts around the core: [`cache`] keeps the snapshot current from watches (with pods assumed
 //! between Reserve and their binding being observed), [`queue`] decides which pod is tried next, and
 //! [`scheduler::run`] is the I/O shell (watches, binding, events, leader election via [`leader`]).
+//!
+//! Embedding: `rkube_scheduler::run(client, SchedulerOptions::default(), shutdown)` runs `default-scheduler`
+//! with kube's default plugins (including DefaultPreemption), leader-elected on the Lease
+//! `kube-system/rkube-scheduler`. `examples/custom_scheduler.rs` builds a second scheduler with a custom
+//! plugin; `examples/scheduler_load.rs` and `examples/core_throughput.rs` measure throughput.
 
 pub mod cache;
 pub mod core;
