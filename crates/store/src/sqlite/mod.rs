@@ -1,12 +1,12 @@
 //! The embedded backend: SQLite in WAL mode with one group-committing writer.
 //!
 //! Where things are:
-//! - [`schema`]: the file format, and how a file that is not ours is recognised and left alone;
-//! - [`writer`]: the one writer thread — batches concurrent writes into one transaction and one fsync, checks
+//! - `schema`: the file format, and how a file that is not ours is recognised and left alone;
+//! - `writer`: the one writer thread — batches concurrent writes into one transaction and one fsync, checks
 //!   each write's guard in order, then publishes the batch to watchers and answers its callers;
-//! - [`read`]: point and range reads at any retained revision, on a small pool of reader connections;
-//! - [`watch`]: in-process fan-out from the writer, a ring of recent events, catch-up from the log;
-//! - [`compact`]: automatic compaction, WAL checkpoints and incremental vacuum, on their own thread.
+//! - `read`: point and range reads at any retained revision, on a small pool of reader connections;
+//! - `watch`: in-process fan-out from the writer, a ring of recent events, catch-up from the log;
+//! - `compact`: automatic compaction, WAL checkpoints and incremental vacuum, on their own thread.
 //!
 //! # Fault points
 //! With the `failpoints` feature (the `fail` crate), these names can be configured by tests:
