@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::ApiState;
 use crate::request::Params;
-use crate::rest::{self, Decision, create_object, guaranteed_update, object_key};
+use crate::rest::{Decision, create_object, guaranteed_update, object_key};
 use crate::status::ApiError;
 
 /// Why bootstrapping failed.
@@ -129,7 +129,6 @@ pub async fn bootstrap(state: &ApiState) -> Result<(), BootstrapError> {
         slice,
     )
     .await?;
-    let _ = rest::now;
     Ok(())
 }
 

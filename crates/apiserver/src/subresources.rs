@@ -239,8 +239,12 @@ async fn scale(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Result<R
     let written = update_existing(state, kind, &key, &name, &req.params, false, |current| {
         let scale = scale_of(&current.value);
         let new_scale = if req.info.verb == Verb::Patch {
-            let scale_kind = kind; // patches of a Scale use its (schema-less) shape: lists never occur
-            apply_patch(state, scale_kind, if format == BodyFormat::StrategicMergePatch { BodyFormat::MergePatch } else { format }, &scale, &body)?
+            // A Scale has no lists, so its strategic merge patch is a plain merge patch.
+            let format = match format {
+                BodyFormat::StrategicMergePatch => BodyFormat::MergePatch,
+                other => other,
+            };
+            apply_patch(state, kind, format, &scale, &body)?
         } else {
             body.clone()
         };
