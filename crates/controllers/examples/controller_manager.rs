@@ -19,8 +19,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or("usage: controller_manager KUBECONFIG [CONTROLLER…]")?;
-    let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &KubeConfigOptions::default()).await?;
+    let path = args
+        .next()
+        .ok_or("usage: controller_manager KUBECONFIG [CONTROLLER…]")?;
+    let config =
+        Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &KubeConfigOptions::default()).await?;
     let client = Client::try_from(config)?;
     let mut options = ControllerOptions::default();
     let controllers: Vec<String> = args.collect();
