@@ -5,6 +5,7 @@
 mod duration;
 mod kubectl;
 mod server;
+mod simulate_nodes;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the API server (and, later, the rest of the control plane and a node agent).
     Server(server::ServerArgs),
+    /// Register simulated nodes (like kwok) that run pods without containers, until stopped.
+    SimulateNodes(simulate_nodes::SimulateNodesArgs),
     /// The kubectl-compatible CLI (not implemented yet).
     #[command(disable_help_flag = true)]
     Kubectl {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Server(args) => server::run(args),
+        Command::SimulateNodes(args) => simulate_nodes::run(args),
         Command::Kubectl { .. } => return kubectl::run(),
     };
     match result {
