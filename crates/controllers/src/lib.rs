@@ -11,6 +11,7 @@
 
 pub mod claim;
 pub mod cluster;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
 pub mod events;
@@ -69,6 +70,7 @@ pub const CONTROLLERS: &[(&str, StartController)] = &[
     ("nodeipam", nodeipam::start),
     ("nodelifecycle", nodelifecycle::start),
     ("podgc", podgc::start),
+    ("daemonset", daemonset::start),
 ];
 
 /// What every controller gets: the client, the shared informers and an event recorder.
