@@ -2,6 +2,7 @@
 //! (`server.rs` …); the work is done by the library crates. Invoked through a link named `kubectl`, the
 //! binary behaves as `rkube kubectl`.
 
+mod components;
 mod duration;
 mod kubectl;
 mod server;

@@ -61,7 +61,19 @@ impl ServerArgs {
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.into_config();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(rkube_apiserver::server::run(config, shutdown_signal()))
+    runtime.block_on(async {
+        // One stop signal for everything in the process: the control-plane components stop first (their
+        // watches end), then the API server drains.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let components = tokio::spawn(crate::components::run(config.clone(), stopped));
+        let result = rkube_apiserver::server::run(config, async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+        .await;
+        components.abort();
+        result
+    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
