@@ -53,25 +53,47 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
-/// Label selector semantics as the workload controllers use them: an empty or invalid selector selects nothing
-/// (Kubernetes refuses to let a controller select every pod in a namespace).
-pub fn selector_matches(selector: Option<&LabelSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let Some(selector) = selector else { return false };
-    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
-    if empty {
-        return false;
+/// A label selector parsed once, for matching many objects (parsing per object dominates a sync over thousands
+/// of pods). An empty or invalid selector selects nothing: Kubernetes refuses to let a controller select every
+/// pod in a namespace.
+#[derive(Debug, Clone)]
+pub struct Matcher(Option<Selector>);
+
+impl Matcher {
+    pub fn new(selector: Option<&LabelSelector>) -> Self {
+        let Some(selector) = selector else {
+            return Matcher(None);
+        };
+        let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+        if empty {
+            return Matcher(None);
+        }
+        Matcher(Selector::try_from(selector.clone()).ok())
     }
-    let Ok(parsed) = Selector::try_from(selector.clone()) else {
-        return false;
-    };
-    let no_labels = BTreeMap::new();
-    parsed.matches(labels.unwrap_or(&no_labels))
+
+    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let Some(selector) = &self.0 else { return false };
+        match labels {
+            Some(labels) => selector.matches(labels),
+            None => selector.matches(&BTreeMap::new()),
+        }
+    }
+}
+
+/// Label selector semantics as the workload controllers use them (see [`Matcher`]).
+pub fn selector_matches(selector: Option<&LabelSelector>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    Matcher::new(selector).matches(labels)
 }
 
 /// Decide what `owner` does with a candidate object (Kubernetes' `ClaimObject`).
 pub fn claim(owner: &Owner<'_>, selector: Option<&LabelSelector>, meta: &ObjectMeta) -> Claim {
-    let matches = selector_matches(selector, meta.labels.as_ref());
+    claim_with(owner, &Matcher::new(selector), meta)
+}
+
+/// [`claim`] with a selector parsed once.
+pub fn claim_with(owner: &Owner<'_>, selector: &Matcher, meta: &ObjectMeta) -> Claim {
+    let matches = selector.matches(meta.labels.as_ref());
     match controller_of(meta) {
         Some(r) if r.uid != owner.uid => Claim::Ignore,
         Some(_) if matches => Claim::Owned,

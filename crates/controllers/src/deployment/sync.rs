@@ -204,14 +204,14 @@ impl<'a> Sync<'a> {
     }
 
     fn claim_replica_sets(&mut self) {
-        let selector = self.d.spec.as_ref().map(|s| s.selector.clone());
+        let selector = claim::Matcher::new(self.d.spec.as_ref().map(|s| &s.selector));
         let mut adopted = Vec::new();
         for &rs in self.all_rs {
             let r = RsRef {
                 name: rs.metadata.name.clone().unwrap_or_default(),
                 uid: rs.metadata.uid.clone().unwrap_or_default(),
             };
-            match claim::claim(&self.owner(), selector.as_ref(), &rs.metadata) {
+            match claim::claim_with(&self.owner(), &selector, &rs.metadata) {
                 Claim::Owned => self.rss.push(rs.clone()),
                 Claim::Adopt => {
                     let mut rs = rs.clone();

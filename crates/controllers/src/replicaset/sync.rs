@@ -74,12 +74,12 @@ pub fn plan(
     now: Timestamp,
 ) -> Plan {
     let spec = rs.spec.as_ref();
-    let selector = spec.map(|s| &s.selector);
+    let selector = claim::Matcher::new(spec.map(|s| &s.selector));
     let owner = owner(rs);
     let mut plan = Plan::default();
     let mut claimed: Vec<&Pod> = Vec::new();
     for &p in pods.iter().filter(|p| pod::is_active(p)) {
-        match claim::claim(&owner, selector, &p.metadata) {
+        match claim::claim_with(&owner, &selector, &p.metadata) {
             Claim::Owned => claimed.push(p),
             Claim::Adopt => {
                 plan.adopt.push(PodRef::of(p));
