@@ -36,13 +36,21 @@ fn create_web(c: &Cluster) {
 
 fn get_in_every_format(c: &Cluster) {
     create_web(c);
+    // The deployment controller makes one up-to-date (but, with no node to run it, unavailable) replica.
+    c.kubectl(&[
+        "wait",
+        "--for=jsonpath={.status.updatedReplicas}=1",
+        "deployment/web",
+        "--timeout=60s",
+    ])
+    .ok();
     let plain = c.kubectl(&["get", "deployments"]);
     assert_eq!(
         table(plain.ok())[0],
         ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
     );
     let web = row(plain.ok(), "web");
-    assert_eq!(&web[..4], ["web", "0/1", "0", "0"]);
+    assert_eq!(&web[..4], ["web", "0/1", "1", "0"]);
 
     let wide = c.kubectl(&["get", "deploy", "-o", "wide"]);
     assert_eq!(
