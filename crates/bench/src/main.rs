@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod scheduler;
 mod store;
 
 #[derive(Parser)]
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// The key-value store: guarded writes, reads and watch fan-out against SQLite or etcd.
     Store(store::StoreArgs),
+    /// The scheduler's binding rate with the real API server on simulated nodes (SchedulingBasic's shape).
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Store(args) => runtime.block_on(store::run(args)),
+        Command::Scheduler(args) => runtime.block_on(scheduler::run(args)),
     }
 }

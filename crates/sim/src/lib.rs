@@ -33,6 +33,9 @@ pub struct SimOptions {
     pub status_report_interval: Duration,
     /// API requests in flight at most, for all nodes together.
     pub max_concurrent_requests: usize,
+    /// Run the pods bound to the nodes. Off, the nodes only heartbeat: pods stay Pending on them, as in
+    /// kube-scheduler's benchmarks without node agents.
+    pub manage_pods: bool,
 }
 
 impl Default for SimOptions {
@@ -47,6 +50,7 @@ impl Default for SimOptions {
             lease_renew_interval: Duration::from_secs(10),
             status_report_interval: Duration::from_secs(300),
             max_concurrent_requests: 32,
+            manage_pods: true,
         }
     }
 }

@@ -66,7 +66,11 @@ pub async fn run(
             sim.clone()
                 .heartbeat(sim.options.status_report_interval, Heartbeat::Status),
             sim.clone().watch_nodes(),
-            sim.clone().watch_pods(),
+            async {
+                if sim.options.manage_pods {
+                    sim.clone().watch_pods().await
+                }
+            },
         );
         Ok(())
     };
