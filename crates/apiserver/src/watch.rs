@@ -127,6 +127,7 @@ pub async fn watch(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Resu
     };
     let timeout = params
         .timeout_seconds
+        .filter(|&t| t > 0) // 0, like absent, means the server's default
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TIMEOUT);
     let bookmarks = params.allow_watch_bookmarks;
