@@ -874,10 +874,37 @@ impl<'a> Sync<'a> {
                 );
             }
         }
+        match self.replica_failure(new) {
+            Some(c) => set_condition(&mut status, c),
+            None => remove_condition(&mut status, "ReplicaFailure"),
+        }
         if status == current_status {
             self.requeue_after = self.requeue_stuck(&status);
         }
         self.d.status = Some(status);
+    }
+
+    /// A ReplicaSet's `ReplicaFailure` condition as the Deployment's (the new ReplicaSet's first, like Kubernetes'
+    /// `getReplicaFailures`).
+    fn replica_failure(&self, new: Option<usize>) -> Option<DeploymentCondition> {
+        let order = new.into_iter().chain(self.olds(new));
+        order.into_iter().find_map(|i| {
+            let c = self.rss[i]
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "ReplicaFailure")?;
+            Some(DeploymentCondition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                last_update_time: c.last_transition_time.clone(),
+                last_transition_time: c.last_transition_time.clone(),
+            })
+        })
     }
 
     fn timed_out(&self, status: &DeploymentStatus) -> bool {
@@ -1596,6 +1623,35 @@ mod tests {
         c.roll_out(1, 0);
         assert_eq!(c.rss.len(), 2);
         assert_eq!(c.d.metadata.annotations.as_ref().unwrap()[REVISION], "2");
+    }
+
+    #[test]
+    fn replica_failures_surface_on_the_deployment() {
+        let mut c = rolled_out(deployment(2, "v1"));
+        let failure = k8s_openapi::api::apps::v1::ReplicaSetCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some("pods \"web-x\" is forbidden: exceeded quota".into()),
+            last_transition_time: Some(Time(ts(5))),
+        };
+        c.rss[0].status.as_mut().unwrap().conditions = Some(vec![failure]);
+        c.d.spec.as_mut().unwrap().replicas = Some(3);
+        c.bump_generation();
+        c.sync();
+        c.settle();
+        c.sync();
+        let s = c.status();
+        assert_eq!(
+            condition_reason(&s, "ReplicaFailure").as_deref(),
+            Some("FailedCreate")
+        );
+        c.rss[0].status.as_mut().unwrap().conditions = None;
+        c.sync();
+        assert!(
+            condition(&c.status(), "ReplicaFailure").is_none(),
+            "cleared with the ReplicaSet's"
+        );
     }
 
     #[test]

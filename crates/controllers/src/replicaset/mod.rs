@@ -217,8 +217,18 @@ impl Shell {
         } else if !plan.delete.is_empty() {
             result = self.delete_pods(key, &rs, &pod_api, &plan.delete).await;
         }
-        if rs.status.as_ref() != Some(&plan.status) {
-            let patch = json!({"status": plan.status});
+        let failure = result.as_ref().err().map(|e| {
+            let reason = if plan.create > 0 {
+                "FailedCreate"
+            } else {
+                "FailedDelete"
+            };
+            (reason, api_message(e))
+        });
+        let mut status = plan.status.clone();
+        sync::set_replica_failure(&mut status, failure, Timestamp::now());
+        if rs.status.as_ref() != Some(&status) {
+            let patch = json!({"status": status});
             match rs_api
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -372,6 +382,14 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
         },
         spec: template.spec,
         status: None,
+    }
+}
+
+/// The API server's own words for a failed request (what Kubernetes puts in condition messages).
+fn api_message(e: &Error) -> String {
+    match e {
+        Error::Api(kube::Error::Api(status)) => status.message.clone(),
+        other => other.to_string(),
     }
 }
 

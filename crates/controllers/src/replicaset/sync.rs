@@ -5,8 +5,9 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::claim::{self, Claim, Owner};
@@ -144,6 +145,37 @@ pub fn status(rs: &ReplicaSet, claimed: &[&Pod], now: Timestamp) -> ReplicaSetSt
         observed_generation: rs.metadata.generation,
         conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
         terminating_replicas: rs.status.as_ref().and_then(|s| s.terminating_replicas),
+    }
+}
+
+/// Kubernetes' `ReplicaFailure` condition: added (an existing one is kept as is) when creating or deleting pods
+/// failed — `failure` is (reason `FailedCreate`/`FailedDelete`, the API's message) — and removed once replicas
+/// are managed without error.
+pub fn set_replica_failure(status: &mut ReplicaSetStatus, failure: Option<(&str, String)>, now: Timestamp) {
+    let exists = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "ReplicaFailure");
+    match failure {
+        Some((reason, message)) if !exists => {
+            status
+                .conditions
+                .get_or_insert_with(Vec::new)
+                .push(ReplicaSetCondition {
+                    type_: "ReplicaFailure".into(),
+                    status: "True".into(),
+                    reason: Some(reason.into()),
+                    message: Some(message),
+                    last_transition_time: Some(Time(now)),
+                });
+        }
+        Some(_) => {}
+        None => {
+            if let Some(conditions) = status.conditions.as_mut() {
+                conditions.retain(|c| c.type_ != "ReplicaFailure");
+            }
+        }
     }
 }
 
@@ -404,6 +436,26 @@ mod tests {
         let later = super::plan(&set, &[&p], &[], true, ts(111));
         assert_eq!(later.status.available_replicas, Some(1));
         assert_eq!(later.requeue_after, None);
+    }
+
+    #[test]
+    fn replica_failure_is_set_once_and_cleared_on_success() {
+        let mut status = ReplicaSetStatus::default();
+        set_replica_failure(
+            &mut status,
+            Some(("FailedCreate", "quota exceeded".into())),
+            ts(1),
+        );
+        set_replica_failure(&mut status, Some(("FailedCreate", "again".into())), ts(2));
+        let conditions = status.conditions.clone().unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(
+            conditions[0].message.as_deref(),
+            Some("quota exceeded"),
+            "the first failure is kept"
+        );
+        set_replica_failure(&mut status, None, ts(3));
+        assert_eq!(status.conditions, Some(vec![]));
     }
 
     #[test]
