@@ -3,7 +3,7 @@
 //!
 //! Allocation follows kube-apiserver: a Service gets its ClusterIP (or the one it asked for, if free) and
 //! NodePorts when created, keeps them across updates that do not mention them, and gives them back when it
-//! is deleted or stops needing them. What an attempt allocated is returned as an [`Allocation`], released
+//! is deleted or stops needing them. What an attempt allocated is returned as an `Allocation`, released
 //! again if that attempt is not the one stored (a failed create, a retried update).
 
 use std::collections::BTreeSet;

@@ -3,8 +3,13 @@
 //!
 //! Start reading at [`router`]: every request is parsed once into data ([`request`]), dispatched to the
 //! resource handlers ([`rest`], [`subresources`], [`watch`]), which consult the [`registry`] of kinds, apply
-//! [`strategy`]/[`defaults`]/validation on writes, read from the [`cache`] and write to the store. Every error
-//! becomes a Kubernetes `Status` in [`status`]. [`ApiState`] holds what the handlers share.
+//! [`strategy`]/[`defaults`]/[`admission`] (validation, ClusterIP/NodePort allocation, field ownership) on
+//! writes, read from the [`cache`] and write to the store. Responses are shaped in [`output`] (objects,
+//! lists, Tables); every error becomes a Kubernetes `Status` in [`status`]. [`ApiState`] holds what the
+//! handlers share; [`bootstrap()`] creates the objects every cluster starts with.
+//!
+//! The edge — TLS, authentication and the HTTPS server (`tls`, `auth`, `server`) — wraps [`router`]; the
+//! value rules (`validation`), printer columns (`tables`) and allocators (`alloc`) are used by the core.
 
 pub mod admission;
 pub mod body;
