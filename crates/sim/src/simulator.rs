@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -192,15 +192,32 @@ impl Simulator {
         let desired = node_object(&self.options, index);
         let post = PostParams::default();
         let created = self.request(|| self.nodes.create(&post, &desired)).await;
-        let node = match created {
-            Ok(node) => node,
-            Err(e) if is_status(&e, 409) => self.request(|| self.nodes.get(&name)).await.map_err(err)?,
+        let (node, fresh) = match created {
+            Ok(node) => (node, true),
+            Err(e) if is_status(&e, 409) => {
+                (self.request(|| self.nodes.get(&name)).await.map_err(err)?, false)
+            }
             Err(e) => return Err(err(e)),
         };
-        self.state.lock().nodes[index].uid = node.metadata.uid.clone();
-        // The status a create carries may be dropped (as kube-apiserver does for some fields); post it.
-        self.post_status(index).await.map_err(err)?;
-        self.renew_lease(index).await.map_err(err)?;
+        let ready_since = ready_condition(&node)
+            .filter(|c| c.status == "True")
+            .and_then(|c| c.last_transition_time.clone());
+        {
+            let mut state = self.state.lock();
+            let ns = &mut state.nodes[index];
+            ns.uid = node.metadata.uid.clone();
+            ns.ready_since = ready_since.clone();
+        }
+        // A node we just created kept the status it was created with, unless the server dropped it; an
+        // adopted node may report another capacity or be NotReady: post ours.
+        if !fresh || ready_since.is_none() {
+            self.post_status(index).await.map_err(err)?;
+        }
+        let lease = lease_object(&name, node.metadata.uid.as_deref(), &micro_now());
+        match self.request(|| self.leases.create(&post, &lease)).await {
+            Err(e) if is_status(&e, 409) => self.renew_lease(index).await.map_err(err)?,
+            r => drop(r.map_err(err)?),
+        }
         Ok(())
     }
 
@@ -300,12 +317,7 @@ impl Simulator {
     }
 
     fn node_changed(self: &Arc<Self>, index: usize, node: &Node) {
-        let ready = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-            .is_some_and(|c| c.status == "True");
+        let ready = ready_condition(node).is_some_and(|c| c.status == "True");
         let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref());
         let mut state = self.state.lock();
         let ns = &mut state.nodes[index];
@@ -514,6 +526,15 @@ impl Simulator {
             }
         }
     }
+}
+
+fn ready_condition(node: &Node) -> Option<&NodeCondition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
 }
 
 fn patch_params() -> PatchParams {

@@ -106,6 +106,7 @@ async fn deployment_runs_on_simulated_nodes_with_ips_from_their_pod_cidrs() {
         count: 3,
         cpu: "4".into(),
         memory: "16Gi".into(),
+        lease_renew_interval: Duration::from_secs(1),
         ..Default::default()
     };
     let sim = tokio::spawn(rkube_sim::run(client(&cluster).await, options, stopped_future()));
@@ -157,9 +158,32 @@ async fn deployment_runs_on_simulated_nodes_with_ips_from_their_pod_cidrs() {
     );
     for name in node_cidrs.keys() {
         let lease = leases.get(name).await.expect("node lease");
+        let owner = &lease
+            .metadata
+            .owner_references
+            .as_ref()
+            .expect("lease owned by its node")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("Node", name.as_str())
+        );
         let spec = lease.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some(name.as_str()));
-        assert!(spec.renew_time.is_some());
+        let first = spec.renew_time.expect("renewTime");
+        wait_for("the lease renewed", || async {
+            let renewed = leases
+                .get(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .unwrap()
+                .renew_time;
+            match renewed {
+                Some(t) if t.0 > first.0 => Ok(()),
+                other => Err(format!("{name}: renewTime still {other:?}")),
+            }
+        })
+        .await;
     }
     let node = nodes.get("sim-1").await.unwrap();
     let capacity = node.status.unwrap().capacity.unwrap();
