@@ -10,3 +10,6 @@ pub mod unpack;
 
 pub use digest::Digest;
 pub use store::{ImageRecord, ImageStore, LayerRecord, StoreError};
+pub mod manifest;
+pub mod policy;
+pub mod pull;

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hashing};
+use crate::manifest::{self, Manifest, ManifestError};
 use crate::unpack::{self, UnpackError, Whiteouts};
 
 /// Failures of the image store.
@@ -33,6 +34,9 @@ pub enum StoreError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    /// A manifest or config in the store is unusable.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
     /// Unpacking a layer failed.
     #[error("unpacking layer {layer}: {source}")]
     Unpack { layer: Digest, source: UnpackError },
@@ -189,6 +193,47 @@ impl ImageStore {
                 Err(StoreError::Io { path: dir, source })
             }
         }
+    }
+
+    /// Unpacks the layers of `manifest` (whose blobs, and config blob, must be stored already), checks them
+    /// against the config's diff IDs and records the image under `reference`.
+    pub fn install_image(
+        &self,
+        reference: &str,
+        manifest_digest: &Digest,
+        manifest: &Manifest,
+        imported: bool,
+    ) -> Result<ImageRecord, StoreError> {
+        let config = self.read_blob(&manifest.config.digest)?;
+        let diff_ids = manifest::diff_ids(&config)?;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(ManifestError::LayerCount {
+                diff_ids: diff_ids.len(),
+                layers: manifest.layers.len(),
+            }
+            .into());
+        }
+        let mut layers = Vec::with_capacity(diff_ids.len());
+        for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+            self.unpack_layer(&layer.digest, &diff_id)?;
+            layers.push(LayerRecord {
+                digest: layer.digest.clone(),
+                diff_id,
+                media_type: layer.media_type.clone(),
+                size: layer.size,
+            });
+        }
+        let record = ImageRecord {
+            reference: reference.to_owned(),
+            manifest_digest: manifest_digest.clone(),
+            config_digest: manifest.config.digest.clone(),
+            size: manifest.config.size + layers.iter().map(|l| l.size).sum::<u64>(),
+            layers,
+            imported,
+            last_used: now(),
+        };
+        self.put_image(record.clone())?;
+        Ok(record)
     }
 
     fn index_path(&self) -> PathBuf {
