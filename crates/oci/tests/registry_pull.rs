@@ -1,0 +1,210 @@
+//! Pulls an image built from `/bin/busybox` out of a real `docker-registry` on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use rkube_oci::{Digest, ImageStore, pull::Puller};
+
+/// A `docker-registry` process with its own storage dir; killed and removed on drop.
+struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("rkube-oci-registry-")
+            .tempdir()
+            .unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (Debian package docker-registry)");
+        let registry = Registry { child, dir, addr };
+        registry.wait_ready();
+        registry
+    }
+
+    /// Waits until `GET /v2/` answers 200, the distribution spec's "this is a v2 registry" check.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&self.addr) {
+                let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
+                let mut head = [0u8; 12];
+                if s.read_exact(&mut head).is_ok() && head.ends_with(b"200") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "registry on {} did not become ready",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+}
+
+/// A one-layer image: `bin/busybox` and `bin/sh -> busybox`, gzipped. Returns (layer, config, diff ID).
+fn busybox_image() -> (Vec<u8>, Vec<u8>, Digest) {
+    let header = || {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = header();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    tar.append_data(&mut dir, "bin/", std::io::empty()).unwrap();
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut file = header();
+    file.set_mode(0o755);
+    file.set_size(busybox.len() as u64);
+    tar.append_data(&mut file, "bin/busybox", &busybox[..]).unwrap();
+    let mut link = header();
+    link.set_mode(0o777);
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    tar.append_link(&mut link, "bin/sh", "busybox").unwrap();
+    let tar = tar.into_inner().unwrap();
+    let diff_id = Digest::of(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let layer = gz.finish().unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}
+    });
+    (layer, serde_json::to_vec(&config).unwrap(), diff_id)
+}
+
+async fn push(registry: &Registry, name: &str) -> Digest {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..ClientConfig::default()
+    });
+    let (layer, config, diff_id) = busybox_image();
+    let reference: Reference = format!("{}/{name}", registry.addr).parse().unwrap();
+    client
+        .push(
+            &reference,
+            &[ImageLayer::oci_v1_gzip(layer, None)],
+            Config::oci_v1(config, None),
+            &RegistryAuth::Anonymous,
+            None,
+        )
+        .await
+        .expect("push to the local registry");
+    diff_id
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[tokio::test]
+async fn pulls_a_pushed_busybox_image_by_tag_and_unpacks_it() {
+    let registry = Registry::start();
+    let diff_id = push(&registry, "rkube/busybox:v1").await;
+
+    let root = tempfile::Builder::new()
+        .prefix("rkube-oci-store-")
+        .tempdir()
+        .unwrap();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let puller = Puller::new();
+    let image = format!("{}/rkube/busybox:v1", registry.addr);
+    let record = puller
+        .pull(&store, &image, &RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+
+    assert_eq!(record.reference, image);
+    assert!(!record.imported);
+    assert_eq!(record.layers.len(), 1);
+    assert_eq!(record.layers[0].diff_id, diff_id);
+    for d in [
+        &record.manifest_digest,
+        &record.config_digest,
+        &record.layers[0].digest,
+    ] {
+        assert_eq!(
+            &Digest::of(&store.read_blob(d).unwrap()),
+            d,
+            "stored blob {d} matches its name"
+        );
+    }
+    let layer = store.layer_dir(&diff_id);
+    assert!(is_executable(&layer.join("bin/busybox")));
+    assert_eq!(
+        std::fs::read_link(layer.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    let out = Command::new(layer.join("bin/busybox"))
+        .args(["echo", "from-layer"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from-layer");
+    assert_eq!(store.list_images().unwrap(), vec![record.clone()]);
+
+    // Pinned by digest, the same image resolves to the same record content without downloading again.
+    let pinned = format!("{}/rkube/busybox@{}", registry.addr, record.manifest_digest);
+    let again = puller
+        .pull(&store, &pinned, &RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(again.config_digest, record.config_digest);
+
+    let missing = puller
+        .pull(
+            &store,
+            &format!("{}/rkube/busybox:nope", registry.addr),
+            &RegistryAuth::Anonymous,
+        )
+        .await;
+    assert!(missing.is_err(), "an unknown tag is a pull error");
+}
