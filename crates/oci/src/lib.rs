@@ -1,15 +1,17 @@
 //! The node's image store: pulls images from OCI distribution registries, keeps their blobs content-addressed
 //! and verified, unpacks each layer once for overlayfs, and imports image archives for air-gapped hosts.
 //!
-//! Start at [`store::ImageStore`] (the on-disk layout); [`unpack`] holds the tar rules (sanitized paths,
-//! whiteouts).
+//! Start at [`store::ImageStore`] (the on-disk layout), then [`pull::Puller::pull`] (registry → store) and
+//! [`policy::decide`] (whether a container needs a pull at all). [`unpack`] holds the tar rules (sanitized
+//! paths, whiteouts); [`import::import_archive`] is `rkube image import`; [`manifest`] the JSON shapes.
 
 pub mod digest;
+pub mod import;
+pub mod manifest;
+pub mod policy;
+pub mod pull;
 pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;
 pub use store::{ImageRecord, ImageStore, LayerRecord, StoreError};
-pub mod manifest;
-pub mod policy;
-pub mod pull;
