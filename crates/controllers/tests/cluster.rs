@@ -16,16 +16,6 @@ use support::{Manager, Server, wait_for};
 async fn namespaces_get_a_default_account_and_are_emptied_on_deletion() {
     let mut server = Server::start();
     let client = server.client().await;
-    let _manager = Manager::start(
-        client.clone(),
-        &[
-            "namespace",
-            "serviceaccount",
-            "deployment",
-            "replicaset",
-            "garbagecollector",
-        ],
-    );
 
     server.kubectl(&["create", "namespace", "team"]);
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "team");
@@ -135,7 +125,6 @@ async fn namespaces_get_a_default_account_and_are_emptied_on_deletion() {
 async fn nodes_get_distinct_pod_cidrs() {
     let mut server = Server::start();
     let client = server.client().await;
-    let _manager = Manager::start(client.clone(), &["nodeipam"]);
     let nodes: Api<Node> = Api::all(client.clone());
     for name in ["n1", "n2"] {
         let node: Node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
@@ -193,7 +182,6 @@ async fn pod_gc_removes_orphans_and_finished_pods_over_the_threshold() {
         client.clone(),
         ControllerOptions {
             controllers: vec!["podgc".into()],
-            leader_election: false,
             cluster: ClusterOptions {
                 terminated_pod_gc_threshold: 2,
                 pod_gc_period: std::time::Duration::from_millis(200),

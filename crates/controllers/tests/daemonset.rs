@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use support::{Manager, Server, wait_for};
+use support::{Server, wait_for};
 
 /// The node named by a pod's `metadata.name` node affinity (what the DaemonSet controller sets).
 fn affinity_node(pod: &Pod) -> Option<String> {
@@ -124,7 +124,6 @@ async fn a_daemon_pod_on_every_eligible_node_rolled_by_set_image() {
     for (name, taint) in [("n1", false), ("n2", false), ("db", true)] {
         create_node(&client, name, taint).await;
     }
-    let _manager = Manager::start(client.clone(), &["daemonset"]);
     let kubelet = tokio::spawn(fake_scheduler_and_kubelet(client.clone()));
 
     let ds: DaemonSet = serde_json::from_value(json!({

@@ -9,7 +9,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use support::{Manager, Server, wait_for};
+use support::{Server, wait_for};
 
 async fn create_pod(client: &Client, name: &str, port: i32) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -59,7 +59,6 @@ async fn slice_view(client: &Client) -> Result<Vec<(String, bool, i32)>, String>
 async fn slices_and_endpoints_follow_pod_readiness() {
     let mut server = Server::start();
     let client = server.client().await;
-    let _manager = Manager::start(client.clone(), &["endpointslice", "endpoint"]);
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let svc: Service = serde_json::from_value(json!({
@@ -151,14 +150,21 @@ async fn slices_and_endpoints_follow_pod_readiness() {
     })
     .await;
 
-    let out = server.kubectl(&[
-        "get",
-        "endpoints",
-        "web",
-        "-o",
-        "jsonpath={.subsets[*].addresses[*].ip}",
-    ]);
-    assert_eq!(out.trim(), "10.42.0.11");
+    wait_for("kubectl to show only b's address in the Endpoints", || async {
+        let out = server.kubectl(&[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ]);
+        if out.trim() == "10.42.0.11" {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    })
+    .await;
 
     services
         .delete("web", &DeleteParams::default())

@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
-use support::{Manager, Server, wait_for};
+use support::{Server, wait_for};
 
 /// (ReplicaSets, Pods) labeled `app=<name>`.
 async fn owned(client: &Client, app: &str) -> Result<(Vec<ReplicaSet>, Vec<Pod>), String> {
@@ -53,7 +53,6 @@ async fn wait_all_gone(client: &Client, app: &str) {
 async fn cascading_deletion_background_foreground_and_orphan() {
     let mut server = Server::start();
     let client = server.client().await;
-    let _manager = Manager::start(client.clone(), &["deployment", "replicaset", "garbagecollector"]);
 
     deploy_and_wait(&server, &client, "web").await;
     server.kubectl(&["delete", "deployment", "web"]);

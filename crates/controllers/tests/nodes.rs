@@ -12,10 +12,8 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use rkube_controllers::ControllerOptions;
-use rkube_controllers::cluster::ClusterOptions;
 use serde_json::json;
-use support::{Manager, Server, wait_for};
+use support::{Server, wait_for};
 
 async fn register_node(client: &Client, name: &str) {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -98,7 +96,8 @@ fn unreachable_no_execute(node: &Node) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_node_is_tainted_its_pods_evicted_and_recovery_untaints_it() {
-    let mut server = Server::start();
+    // The server's own controller manager runs the node lifecycle controller with this grace period.
+    let mut server = Server::start_with(&["--node-monitor-grace-period", "3s"]);
     let client = server.client().await;
     register_node(&client, "alive").await;
     register_node(&client, "silent").await;
@@ -106,20 +105,6 @@ async fn a_silent_node_is_tainted_its_pods_evicted_and_recovery_untaints_it() {
     create_pod(&client, "victim", "silent", Some(1)).await;
     create_pod(&client, "patient", "silent", None).await;
     create_pod(&client, "safe", "alive", Some(1)).await;
-
-    let _manager = Manager::start_with(
-        client.clone(),
-        ControllerOptions {
-            controllers: vec!["nodelifecycle".into()],
-            leader_election: false,
-            cluster: ClusterOptions {
-                node_monitor_grace_period: Duration::from_secs(3),
-                node_monitor_period: Duration::from_millis(300),
-                ..ClusterOptions::default()
-            },
-            ..ControllerOptions::default()
-        },
-    );
 
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

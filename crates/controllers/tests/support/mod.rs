@@ -1,5 +1,6 @@
-//! Shared by the cluster-controller integration tests: a real `rkube server` process on a free loopback port, the
-//! controller manager running in this process against it, and waiting on conditions with a deadline.
+//! Shared by the cluster-controller integration tests: a real `rkube server` process on a free loopback port
+//! (which runs the controller manager with every controller, leader-elected), optionally a second controller
+//! manager in this process with test-only settings, and waiting on conditions with a deadline.
 //! Needs `target/debug/rkube` (`cargo build -p rkube --bin rkube`).
 
 #![allow(dead_code)]
@@ -39,6 +40,11 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra `rkube server` flags (e.g. `--node-monitor-grace-period 3s`).
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let child = Command::new(rkube_binary())
@@ -50,6 +56,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -120,19 +127,13 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Run `controllers` (names as `--controllers` takes them) without leader election.
-    pub fn start(client: Client, controllers: &[&str]) -> Manager {
-        Self::start_with(
-            client,
-            ControllerOptions {
-                controllers: controllers.iter().map(|c| c.to_string()).collect(),
-                leader_election: false,
-                ..ControllerOptions::default()
-            },
-        )
-    }
-
+    /// Run the manager with `options` (without leader election, beside the server's own: only for settings
+    /// the server has no flag for, with controllers that tolerate a twin).
     pub fn start_with(client: Client, options: ControllerOptions) -> Manager {
+        let options = ControllerOptions {
+            leader_election: false,
+            ..options
+        };
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
