@@ -250,7 +250,10 @@ async fn dispatch(State(state): State<Arc<ApiState>>, req: Request) -> Response 
 
 async fn handle(state: &Arc<ApiState>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let params = request::Params::parse(parts.uri.query().unwrap_or(""))?;
+    let mut params = request::Params::parse(parts.uri.query().unwrap_or(""))?;
+    if params.field_manager.is_none() {
+        params.field_manager = request::manager_from_user_agent(&parts.method, &parts.headers);
+    }
     let route = request::parse_route(&parts.method, parts.uri.path(), params.watch)?;
     let discovery_reply = |(ct, body): (&'static str, Bytes)| {
         let mut resp = output::json_response(StatusCode::OK, body, &[]);

@@ -255,6 +255,25 @@ fn has_param(media: &str, param: &str) -> bool {
 }
 
 /// Picks the first acceptable media type the server can produce, as kube-apiserver negotiates.
+/// The field manager of a write that names none: like kube-apiserver, the User-Agent's product
+/// (`kubectl/v1.33.1 (linux/amd64) …` → `kubectl`), at most 128 characters. Server-side apply is left without
+/// one, because it must name its manager.
+pub fn manager_from_user_agent(method: &Method, headers: &HeaderMap) -> Option<String> {
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return None;
+    }
+    let is_apply = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/apply-patch"));
+    if is_apply {
+        return None;
+    }
+    let agent = headers.get(header::USER_AGENT)?.to_str().ok()?;
+    let product = agent.split('/').next().unwrap_or_default().trim();
+    (!product.is_empty()).then(|| product.chars().take(128).collect())
+}
+
 pub fn output(headers: &HeaderMap, params: &Params) -> Output {
     for media in media_types(headers) {
         let base = media.split(';').next().unwrap_or("");
@@ -481,5 +500,27 @@ mod tests {
         assert_eq!(body_format(&h).unwrap(), BodyFormat::Json);
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(matches!(body_format(&h), Err(ApiError::UnsupportedMediaType(_))));
+    }
+
+    #[test]
+    fn writes_without_a_field_manager_are_managed_by_the_user_agent() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::USER_AGENT,
+            "kubectl/v1.33.1 (linux/amd64) kubernetes/8adc0f0"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            manager_from_user_agent(&Method::PATCH, &h).as_deref(),
+            Some("kubectl")
+        );
+        assert_eq!(manager_from_user_agent(&Method::GET, &h), None);
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/apply-patch+yaml".parse().unwrap(),
+        );
+        assert_eq!(manager_from_user_agent(&Method::PATCH, &h), None);
+        assert_eq!(manager_from_user_agent(&Method::POST, &HeaderMap::new()), None);
     }
 }
