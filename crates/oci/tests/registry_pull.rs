@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use rkube_oci::{Digest, ImageStore, pull::Puller};
+use rkube_oci::pull::{PullError, Puller};
+use rkube_oci::{Digest, ImageStore};
 
 /// A `docker-registry` process with its own storage dir; killed and removed on drop.
 struct Registry {
@@ -22,6 +24,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
+        Self::start_with(None)
+    }
+
+    /// With `htpasswd` (one `user:bcrypt` line) the registry demands HTTP basic auth.
+    fn start_with(htpasswd: Option<&str>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("rkube-oci-registry-")
             .tempdir()
@@ -33,15 +40,20 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some(line) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            yaml += &format!(
+                "auth:\n  htpasswd:\n    realm: rkube-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        std::fs::write(&config, yaml).unwrap();
         let child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(&config)
@@ -61,7 +73,8 @@ impl Registry {
             if let Ok(mut s) = TcpStream::connect(&self.addr) {
                 let _ = write!(s, "GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
                 let mut head = [0u8; 12];
-                if s.read_exact(&mut head).is_ok() && head.ends_with(b"200") {
+                // 401 is "up, wants credentials" for the basic-auth registry.
+                if s.read_exact(&mut head).is_ok() && (head.ends_with(b"200") || head.ends_with(b"401")) {
                     return;
                 }
             }
@@ -122,6 +135,10 @@ fn busybox_image() -> (Vec<u8>, Vec<u8>, Digest) {
 }
 
 async fn push(registry: &Registry, name: &str) -> Digest {
+    push_as(registry, name, &RegistryAuth::Anonymous).await
+}
+
+async fn push_as(registry: &Registry, name: &str, auth: &RegistryAuth) -> Digest {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::Http,
@@ -134,7 +151,7 @@ async fn push(registry: &Registry, name: &str) -> Digest {
             &reference,
             &[ImageLayer::oci_v1_gzip(layer, None)],
             Config::oci_v1(config, None),
-            &RegistryAuth::Anonymous,
+            auth,
             None,
         )
         .await
@@ -207,4 +224,42 @@ async fn pulls_a_pushed_busybox_image_by_tag_and_unpacks_it() {
         )
         .await;
     assert!(missing.is_err(), "an unknown tag is a pull error");
+}
+
+/// `rkube:s3cret`, bcrypt cost 5 (the registry's htpasswd backend accepts only bcrypt).
+const HTPASSWD: &str = "rkube:$2y$05$xas4f2HSeHo.4TSA7VTJa.nKI1vhKV4hQfnENie8QdsZQe7n4D/Fe";
+
+#[tokio::test]
+async fn basic_auth_registry_needs_the_credentials() {
+    let registry = Registry::start_with(Some(HTPASSWD));
+    let creds = RegistryAuth::Basic("rkube".into(), "s3cret".into());
+    let diff_id = push_as(&registry, "private/busybox:v1", &creds).await;
+
+    let root = tempfile::Builder::new()
+        .prefix("rkube-oci-store-")
+        .tempdir()
+        .unwrap();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let image = format!("{}/private/busybox:v1", registry.addr);
+
+    let anonymous = Puller::new().pull(&store, &image, &RegistryAuth::Anonymous).await;
+    assert!(
+        matches!(
+            anonymous,
+            Err(PullError::Registry(
+                OciDistributionError::UnauthorizedError { .. }
+            ))
+        ),
+        "anonymous pull from a basic-auth registry is unauthorized: {anonymous:?}"
+    );
+    let wrong = RegistryAuth::Basic("rkube".into(), "wrong".into());
+    assert!(
+        Puller::new().pull(&store, &image, &wrong).await.is_err(),
+        "wrong password must fail"
+    );
+    assert!(store.list_images().unwrap().is_empty());
+
+    let record = Puller::new().pull(&store, &image, &creds).await.unwrap();
+    assert_eq!(record.layers[0].diff_id, diff_id);
+    assert!(is_executable(&store.layer_dir(&diff_id).join("bin/busybox")));
 }
