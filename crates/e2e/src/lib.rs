@@ -93,17 +93,37 @@ pub struct Cluster {
     etcd: Option<EtcdServer>,
     server: Option<Child>,
     url: String,
+    /// Extra `rkube server` flags ([`Cluster::start_with`]).
+    extra_args: Vec<String>,
+    /// An etcd owned by someone else that this server uses ([`Cluster::start_on_etcd`]).
+    shared_endpoint: Option<String>,
 }
 
 impl Cluster {
     /// Starts a server on `datastore` and waits until it is ready.
     pub fn start(datastore: Datastore) -> Cluster {
+        Cluster::start_with(datastore, &[])
+    }
+
+    /// Starts a server on `datastore` with extra `rkube server` flags (`--node-monitor-grace-period 5s` …).
+    pub fn start_with(datastore: Datastore, args: &[&str]) -> Cluster {
+        Cluster::start_inner(datastore, None, args)
+    }
+
+    /// Starts a server on an etcd that the caller owns (so several servers can share one datastore), with
+    /// extra `rkube server` flags. Each server keeps its own data directory, PKI and kubeconfig.
+    pub fn start_on_etcd(etcd: &EtcdServer, args: &[&str]) -> Cluster {
+        Cluster::start_inner(Datastore::Etcd, Some(etcd.endpoint().to_string()), args)
+    }
+
+    fn start_inner(datastore: Datastore, shared_endpoint: Option<String>, args: &[&str]) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("rkube-e2e-")
             .tempdir()
             .expect("temp dir");
         let etcd = match datastore {
             Datastore::Embedded => None,
+            Datastore::Etcd if shared_endpoint.is_some() => None,
             Datastore::Etcd => Some(EtcdServer::start().expect("starting etcd for the test")),
         };
         let mut cluster = Cluster {
@@ -112,6 +132,8 @@ impl Cluster {
             etcd,
             server: None,
             url: String::new(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            shared_endpoint,
         };
         cluster.spawn();
         cluster
@@ -189,6 +211,10 @@ impl Cluster {
         if let Some(etcd) = &self.etcd {
             cmd.arg("--datastore-endpoint").arg(etcd.endpoint());
         }
+        if let Some(endpoint) = &self.shared_endpoint {
+            cmd.arg("--datastore-endpoint").arg(endpoint);
+        }
+        cmd.args(&self.extra_args);
         self.server = Some(cmd.spawn().expect("starting rkube server"));
         self.wait_ready();
     }
@@ -261,6 +287,41 @@ impl Cluster {
             let _ = child.wait();
         }
         self.spawn();
+    }
+
+    /// The server's process id (`None` once stopped or killed).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL and leaves it down: what a crashed machine looks like to the others.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts `rkube simulate-nodes` against this cluster: `count` nodes named `<prefix>-0 …`, until the
+    /// returned handle is killed or dropped.
+    pub fn simulate_nodes(&self, prefix: &str, count: usize) -> SimulatedNodes {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("sim-{prefix}.log")))
+            .expect("simulator log");
+        let child = Command::new(rkube_binary())
+            .arg("simulate-nodes")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(["--count", &count.to_string(), "--name-prefix", prefix])
+            .env("RKUBE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting rkube simulate-nodes");
+        SimulatedNodes { child: Some(child) }
     }
 
     /// Runs `kubectl --kubeconfig … ARGS`.
@@ -390,6 +451,45 @@ pub fn versioned_kubectls() -> Vec<PathBuf> {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A running `rkube simulate-nodes` process ([`Cluster::simulate_nodes`]). Killed when dropped.
+pub struct SimulatedNodes {
+    child: Option<Child>,
+}
+
+impl SimulatedNodes {
+    /// Kills the simulator with SIGKILL: its nodes stop heartbeating, as if their machines were lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for SimulatedNodes {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Calls `probe` every 200 ms until it returns `Some`, and returns that; panics naming `what` (and the
+/// last thing `probe` reported through `last`) when `timeout` passes first.
+#[track_caller]
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut(&mut String) -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        if let Some(found) = probe(&mut last) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen:\n{last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
