@@ -5,6 +5,7 @@
 //! [`policy::decide`] (whether a container needs a pull at all). [`unpack`] holds the tar rules (sanitized
 //! paths, whiteouts); [`import::import_archive`] is `rkube image import`; [`manifest`] the JSON shapes.
 
+pub mod credentials;
 pub mod digest;
 pub mod import;
 pub mod manifest;
