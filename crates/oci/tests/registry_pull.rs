@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, OciImageIndex};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use rkube_oci::pull::{PullError, Puller};
@@ -139,14 +140,22 @@ async fn push(registry: &Registry, name: &str) -> Digest {
 }
 
 async fn push_as(registry: &Registry, name: &str, auth: &RegistryAuth) -> Digest {
+    let (layer, config, diff_id) = busybox_image();
+    push_image(registry, name, auth, layer, config).await;
+    diff_id
+}
+
+fn http_client() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::new(ClientConfig {
+    Client::new(ClientConfig {
         protocol: ClientProtocol::Http,
         ..ClientConfig::default()
-    });
-    let (layer, config, diff_id) = busybox_image();
+    })
+}
+
+async fn push_image(registry: &Registry, name: &str, auth: &RegistryAuth, layer: Vec<u8>, config: Vec<u8>) {
     let reference: Reference = format!("{}/{name}", registry.addr).parse().unwrap();
-    client
+    http_client()
         .push(
             &reference,
             &[ImageLayer::oci_v1_gzip(layer, None)],
@@ -156,7 +165,6 @@ async fn push_as(registry: &Registry, name: &str, auth: &RegistryAuth) -> Digest
         )
         .await
         .expect("push to the local registry");
-    diff_id
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -262,4 +270,79 @@ async fn basic_auth_registry_needs_the_credentials() {
     let record = Puller::new().pull(&store, &image, &creds).await.unwrap();
     assert_eq!(record.layers[0].diff_id, diff_id);
     assert!(is_executable(&store.layer_dir(&diff_id).join("bin/busybox")));
+}
+
+/// An image index entry for the manifest the registry serves under `name`.
+async fn index_entry(registry: &Registry, name: &str, arch: &str) -> serde_json::Value {
+    let reference: Reference = format!("{}/{name}", registry.addr).parse().unwrap();
+    let (bytes, digest) = http_client()
+        .pull_manifest_raw(&reference, &RegistryAuth::Anonymous, &[OCI_IMAGE_MEDIA_TYPE])
+        .await
+        .unwrap();
+    serde_json::json!({"mediaType": OCI_IMAGE_MEDIA_TYPE, "digest": digest, "size": bytes.len(),
+        "platform": {"architecture": arch, "os": "linux"}})
+}
+
+#[tokio::test]
+async fn multi_platform_index_resolves_to_linux_amd64() {
+    let registry = Registry::start();
+    let (amd_layer, amd_config, amd_diff) = busybox_image();
+    let amd_config_digest = Digest::of(&amd_config);
+    push_image(
+        &registry,
+        "multi/app:amd64",
+        &RegistryAuth::Anonymous,
+        amd_layer,
+        amd_config,
+    )
+    .await;
+    // The arm64 variant is a different image, so picking it would show in the config digest and layer.
+    let mut arm = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(3);
+    arm.append_data(&mut h, "arch", &b"arm"[..]).unwrap();
+    let arm = arm.into_inner().unwrap();
+    let arm_config = serde_json::json!({"architecture": "arm64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&arm).to_string()]}});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&arm).unwrap();
+    let arm_gz = gz.finish().unwrap();
+    push_image(
+        &registry,
+        "multi/app:arm64",
+        &RegistryAuth::Anonymous,
+        arm_gz,
+        serde_json::to_vec(&arm_config).unwrap(),
+    )
+    .await;
+
+    let index: OciImageIndex = serde_json::from_value(serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
+        "manifests": [index_entry(&registry, "multi/app:arm64", "arm64").await,
+                      index_entry(&registry, "multi/app:amd64", "amd64").await]
+    }))
+    .unwrap();
+    let tag: Reference = format!("{}/multi/app:v1", registry.addr).parse().unwrap();
+    http_client()
+        .push_manifest_list(&tag, &RegistryAuth::Anonymous, index)
+        .await
+        .unwrap();
+
+    let root = tempfile::Builder::new()
+        .prefix("rkube-oci-store-")
+        .tempdir()
+        .unwrap();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let record = Puller::new()
+        .pull(&store, &tag.whole(), &RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(record.config_digest, amd_config_digest);
+    assert_eq!(record.layers[0].diff_id, amd_diff);
+    assert!(is_executable(&store.layer_dir(&amd_diff).join("bin/busybox")));
+    assert!(!store.layer_dir(&Digest::of(&arm)).exists());
 }
