@@ -14,7 +14,7 @@ use oci_client::manifest::{OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, Oci
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use rkube_oci::pull::{PullError, Puller};
-use rkube_oci::{Digest, ImageStore};
+use rkube_oci::{Digest, ImageStore, StoreError};
 
 /// A `docker-registry` process with its own storage dir; killed and removed on drop.
 struct Registry {
@@ -345,4 +345,56 @@ async fn multi_platform_index_resolves_to_linux_amd64() {
     assert_eq!(record.layers[0].diff_id, amd_diff);
     assert!(is_executable(&store.layer_dir(&amd_diff).join("bin/busybox")));
     assert!(!store.layer_dir(&Digest::of(&arm)).exists());
+}
+
+#[tokio::test]
+async fn tampered_layer_in_the_registry_is_refused_and_leaves_nothing() {
+    let registry = Registry::start();
+    let (layer, config, _) = busybox_image();
+    let layer_digest = Digest::of(&layer);
+    push_image(
+        &registry,
+        "tamper/busybox:v1",
+        &RegistryAuth::Anonymous,
+        layer.clone(),
+        config,
+    )
+    .await;
+    // Same length, different bytes, written straight into the registry's storage behind its back.
+    let data = registry
+        .dir
+        .path()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&layer_digest.hex()[..2])
+        .join(layer_digest.hex())
+        .join("data");
+    let mut tampered = layer;
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    std::fs::write(&data, tampered).expect("registry stores blobs under data/docker/registry/v2");
+
+    let root = tempfile::Builder::new()
+        .prefix("rkube-oci-store-")
+        .tempdir()
+        .unwrap();
+    let store = Arc::new(ImageStore::open(root.path()).unwrap());
+    let image = format!("{}/tamper/busybox:v1", registry.addr);
+    let result = Puller::new().pull(&store, &image, &RegistryAuth::Anonymous).await;
+    // oci-client's own check usually fires mid-stream; ours at commit is the backstop.
+    assert!(
+        matches!(
+            result,
+            Err(PullError::Download { .. } | PullError::Store(StoreError::DigestMismatch { .. }))
+        ),
+        "a blob that does not match its digest must fail the pull: {result:?}"
+    );
+    assert!(!store.has_blob(&layer_digest));
+    assert!(store.list_images().unwrap().is_empty());
+    assert!(
+        std::fs::read_dir(root.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no partial download left"
+    );
 }
