@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod api;
 mod scheduler;
 mod store;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// The key-value store: guarded writes, reads and watch fan-out against SQLite or etcd.
     Store(store::StoreArgs),
+    /// The API server: readiness, idle memory, pod creates, a 10k-pod Table list and watch fan-out.
+    Api(api::ApiArgs),
     /// The scheduler's binding rate with the real API server on simulated nodes (SchedulingBasic's shape).
     Scheduler(scheduler::SchedulerArgs),
 }
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Store(args) => runtime.block_on(store::run(args)),
+        Command::Api(args) => runtime.block_on(api::run(args)),
         Command::Scheduler(args) => runtime.block_on(scheduler::run(args)),
     }
 }
