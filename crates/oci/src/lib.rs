@@ -7,6 +7,7 @@
 
 pub mod credentials;
 pub mod digest;
+pub mod gc;
 pub mod import;
 pub mod manifest;
 pub mod policy;

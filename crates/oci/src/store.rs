@@ -287,6 +287,16 @@ impl ImageStore {
         Ok(self.read_index()?.into_values().collect())
     }
 
+    /// Drops the index entry only; [`ImageStore::remove_image`] also deletes unshared content.
+    pub(crate) fn forget_image(&self, reference: &str) -> Result<(), StoreError> {
+        let _guard = self.index_lock.lock();
+        let mut index = self.read_index()?;
+        if index.remove(reference).is_some() {
+            self.write_index(&index)?;
+        }
+        Ok(())
+    }
+
     /// Marks an image used now, so GC keeps recently used images longest.
     pub fn touch_image(&self, reference: &str) -> Result<(), StoreError> {
         let _guard = self.index_lock.lock();
