@@ -89,9 +89,11 @@ pub fn unpack_verified(
 pub fn unpack(reader: impl Read, dest: &Path, whiteouts: Whiteouts) -> Result<(), UnpackError> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
+    // Without root, chown fails; unprivileged runs (tests, tools) keep the files as their own.
+    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
     archive.set_preserve_mtime(true);
-    archive.set_unpack_xattrs(true);
+    // Xattrs are applied by us, filtered: see `layer_xattrs`.
+    archive.set_unpack_xattrs(false);
     archive.set_overwrite(true);
     for entry in archive.entries().map_err(UnpackError::Archive)? {
         let mut entry = entry.map_err(UnpackError::Archive)?;
@@ -135,12 +137,39 @@ pub fn unpack(reader: impl Read, dest: &Path, whiteouts: Whiteouts) -> Result<()
             })?;
             continue;
         }
+        let xattrs = layer_xattrs(&mut entry)?;
         entry.unpack(&target).map_err(|source| UnpackError::Io {
             path: target.clone(),
             source,
         })?;
+        if !entry.header().entry_type().is_symlink() {
+            for (key, value) in xattrs {
+                xattr::set(&target, OsStr::from_bytes(&key), &value).map_err(|source| UnpackError::Io {
+                    path: target.clone(),
+                    source,
+                })?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The entry's extended attributes (PAX `SCHILY.xattr.*`), except overlayfs' own `trusted.overlay.*`: a layer
+/// that carried those could plant redirects or opaque markers that overlayfs would honour.
+fn layer_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, UnpackError> {
+    let Some(exts) = entry.pax_extensions().map_err(UnpackError::Archive)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for ext in exts {
+        let ext = ext.map_err(UnpackError::Archive)?;
+        if let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.")
+            && !key.starts_with(b"trusted.overlay.")
+        {
+            out.push((key.to_vec(), ext.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
 }
 
 /// Returns `dest/rel`, creating missing directories and refusing to pass through a symlink.
@@ -374,6 +403,35 @@ mod tests {
             Some(&b"y"[..])
         );
         assert!(dir.path().join("o/new").exists());
+    }
+
+    #[test]
+    fn xattrs_are_kept_but_overlay_ones_are_dropped() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: trusted.* xattrs need root");
+            return;
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.note", &b"kept"[..]),
+            ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+        ])
+        .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(1);
+        b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        unpack(&b.into_inner().unwrap()[..], dir.path(), Whiteouts::Overlay).unwrap();
+        let f = dir.path().join("f");
+        assert_eq!(
+            xattr::get(&f, "user.note").unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
+        assert_eq!(xattr::get(&f, "trusted.overlay.redirect").unwrap(), None);
     }
 
     #[test]
