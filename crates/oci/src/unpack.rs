@@ -154,9 +154,12 @@ pub fn unpack(reader: impl Read, dest: &Path, whiteouts: Whiteouts) -> Result<()
     Ok(())
 }
 
+/// Extended attribute (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The entry's extended attributes (PAX `SCHILY.xattr.*`), except overlayfs' own `trusted.overlay.*`: a layer
 /// that carried those could plant redirects or opaque markers that overlayfs would honour.
-fn layer_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, UnpackError> {
+fn layer_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Xattrs, UnpackError> {
     let Some(exts) = entry.pax_extensions().map_err(UnpackError::Archive)? else {
         return Ok(Vec::new());
     };
