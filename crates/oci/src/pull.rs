@@ -68,6 +68,14 @@ pub fn parse_reference(image: &str) -> Result<Reference, PullError> {
     })
 }
 
+impl ImageStore {
+    /// The stored image a pod's `image` field names, after the same normalization as a pull
+    /// (`busybox` → `docker.io/library/busybox:latest`). Feeds [`crate::policy::decide`]'s `present`.
+    pub fn find_image(&self, image: &str) -> Result<Option<ImageRecord>, PullError> {
+        Ok(self.get_image(&parse_reference(image)?.whole())?)
+    }
+}
+
 /// A registry client pair (HTTPS, and plain HTTP for loopback registries). Create once and share.
 pub struct Puller {
     https: Client,
@@ -215,6 +223,28 @@ mod tests {
         assert!(!is_plain_http("docker.io"));
         assert!(!is_plain_http("registry.example.com:5000"));
         assert!(!is_plain_http("localhost.example.com"));
+    }
+
+    #[test]
+    fn find_image_normalizes_like_pull() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let record = ImageRecord {
+            reference: "docker.io/library/busybox:latest".into(),
+            manifest_digest: Digest::of(b"m"),
+            config_digest: Digest::of(b"c"),
+            layers: vec![],
+            size: 0,
+            imported: false,
+            last_used: "2026-01-01T00:00:00Z".into(),
+        };
+        store.put_image(record.clone()).unwrap();
+        assert_eq!(store.find_image("busybox").unwrap(), Some(record.clone()));
+        assert_eq!(
+            store.find_image("docker.io/library/busybox:latest").unwrap(),
+            Some(record)
+        );
+        assert_eq!(store.find_image("busybox:1.36").unwrap(), None);
     }
 
     #[test]

@@ -236,6 +236,16 @@ impl ImageStore {
         Ok(record)
     }
 
+    /// The image's unpacked layer directories in overlayfs `lowerdir=` order (top layer first).
+    pub fn lower_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
+        image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.layer_dir(&l.diff_id))
+            .collect()
+    }
+
     fn index_path(&self) -> PathBuf {
         self.root.join("images.json")
     }
@@ -401,6 +411,31 @@ mod tests {
                 .unwrap()
                 .next()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn lower_dirs_put_the_top_layer_first() {
+        let (_d, store) = store();
+        let (bottom, top) = (Digest::of(b"bottom"), Digest::of(b"top"));
+        let layer = |d: &Digest| LayerRecord {
+            digest: d.clone(),
+            diff_id: d.clone(),
+            media_type: String::new(),
+            size: 0,
+        };
+        let image = ImageRecord {
+            reference: "x".into(),
+            manifest_digest: Digest::of(b"m"),
+            config_digest: Digest::of(b"c"),
+            layers: vec![layer(&bottom), layer(&top)],
+            size: 0,
+            imported: false,
+            last_used: now(),
+        };
+        assert_eq!(
+            store.lower_dirs(&image),
+            vec![store.layer_dir(&top), store.layer_dir(&bottom)]
         );
     }
 
