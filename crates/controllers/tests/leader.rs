@@ -1,94 +1,81 @@
-//! Two controller managers on one API server: only the Lease holder runs controllers; when it stops (releasing
-//! the lease) or dies (not releasing it), the other takes over and the controllers keep working.
+//! Leader election against a real API server: of several electors on one Lease only the holder runs its
+//! `lead` future; a graceful stop releases the lease and another takes over at once; a crash (no release)
+//! hands over once the lease expires. (`rkube server` runs its own controller manager on the default Lease, so
+//! this test uses a Lease of its own.)
 
 mod server;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-use rkube_controllers::ControllerOptions;
-use serde_json::json;
+use rkube_controllers::leader::{LeaderElectionConfig, LeaderElector};
 use server::{DEADLINE, Server};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
-fn options(identity: &str) -> ControllerOptions {
-    ControllerOptions {
-        identity: identity.into(),
-        controllers: vec!["deployment".into(), "replicaset".into()],
-        lease_duration: Duration::from_secs(3),
-        renew_deadline: Duration::from_secs(2),
-        retry_period: Duration::from_millis(200),
-        ..ControllerOptions::default()
+const LEASE: &str = "leader-election-test";
+
+/// Clears the flag when the lead future is dropped (leadership ended).
+struct Leading(Arc<AtomicBool>);
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
-/// A manager that runs until the returned sender fires (a graceful stop) or the task is aborted (a crash).
-fn start(client: &Client, identity: &str) -> (tokio::sync::oneshot::Sender<()>, JoinHandle<()>) {
+struct Elector {
+    leading: Arc<AtomicBool>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+fn start(client: &Client, identity: &str) -> Elector {
+    let config = LeaderElectionConfig {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(200),
+        ..LeaderElectionConfig::new("kube-system", LEASE, identity)
+    };
+    let mut elector = LeaderElector::new(client.clone(), config);
+    let leading = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = rkube_controllers::run(client.clone(), options(identity), async {
-        let _ = stopped.await;
+    let flag = leading.clone();
+    let task = tokio::spawn(async move {
+        let lead = || {
+            let flag = flag.clone();
+            async move {
+                flag.store(true, Ordering::SeqCst);
+                let _leading = Leading(flag);
+                std::future::pending::<()>().await
+            }
+        };
+        elector
+            .run(lead, async {
+                let _ = stopped.await;
+            })
+            .await;
     });
-    let task = tokio::spawn(async move { run.await.expect("manager failed") });
-    (stop, task)
+    Elector { leading, stop, task }
 }
 
 async fn holder(client: &Client) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
-    leases
-        .get_opt("rkube-controller-manager")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
+    leases.get_opt(LEASE).await.ok()??.spec?.holder_identity
 }
 
-async fn wait_for_holder(client: &Client, want: &str) {
+async fn wait_until_leading(client: &Client, e: &Elector, identity: &str) {
     let start = Instant::now();
-    while holder(client).await.as_deref() != Some(want) {
+    while !(e.leading.load(Ordering::SeqCst) && holder(client).await.as_deref() == Some(identity)) {
         assert!(
             start.elapsed() < DEADLINE,
-            "{want} never took the lease (holder {:?})",
+            "{identity} never led (holder {:?})",
             holder(client).await
         );
-        sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Create a Deployment and wait until a ReplicaSet for it exists: proof that a deployment controller runs.
-async fn deployment_gets_a_replica_set(client: &Client, name: &str) {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}]},
-            },
-        },
-    }))
-    .unwrap();
-    deployments.create(&PostParams::default(), &d).await.unwrap();
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
-    let start = Instant::now();
-    loop {
-        let rss = replica_sets
-            .list(&ListParams::default().labels(&format!("app={name}")))
-            .await
-            .unwrap();
-        if !rss.items.is_empty() {
-            return;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no ReplicaSet for {name}: no controller is running"
-        );
-        sleep(Duration::from_millis(100)).await;
+        sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -97,40 +84,49 @@ async fn the_lease_moves_on_release_and_on_crash() {
     let mut server = Server::start();
     let client = server.client().await;
 
-    let (stop_a, a) = start(&client, "manager-a");
-    wait_for_holder(&client, "manager-a").await;
-    let (stop_b, b) = start(&client, "manager-b");
-    deployment_gets_a_replica_set(&client, "first").await;
-    // B keeps trying every 200 ms; a live holder renewing every 200 ms keeps the 3 s lease throughout.
+    let a = start(&client, "elector-a");
+    wait_until_leading(&client, &a, "elector-a").await;
+    let b = start(&client, "elector-b");
+    // B retries every 200 ms; A renews every 200 ms, so over more than a lease duration nothing changes.
     let watch_until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < watch_until {
-        assert_eq!(
-            holder(&client).await.as_deref(),
-            Some("manager-a"),
-            "the lease changed hands while held"
+        assert!(
+            a.leading.load(Ordering::SeqCst) && !b.leading.load(Ordering::SeqCst),
+            "two leaders or none"
         );
+        assert_eq!(holder(&client).await.as_deref(), Some("elector-a"));
         sleep(Duration::from_millis(250)).await;
     }
 
-    // A graceful stop releases the lease: B takes over well within a lease duration.
+    // A graceful stop ends A's lead future and releases the lease: B takes over well within a lease duration.
     let released_at = Instant::now();
-    stop_a.send(()).unwrap();
-    a.await.unwrap();
-    wait_for_holder(&client, "manager-b").await;
+    a.stop.send(()).unwrap();
+    a.task.await.unwrap();
+    assert!(!a.leading.load(Ordering::SeqCst));
+    wait_until_leading(&client, &b, "elector-b").await;
     assert!(
         released_at.elapsed() < Duration::from_secs(3),
         "took {:?}",
         released_at.elapsed()
     );
-    deployment_gets_a_replica_set(&client, "second").await;
 
     // A crash releases nothing: C waits for the lease to expire, then takes over.
-    let (_stop_c, c) = start(&client, "manager-c");
-    b.abort();
-    let _ = b.await;
-    wait_for_holder(&client, "manager-c").await;
-    deployment_gets_a_replica_set(&client, "third").await;
+    let c = start(&client, "elector-c");
+    b.task.abort();
+    let _ = b.task.await;
+    let crashed_at = Instant::now();
+    wait_until_leading(&client, &c, "elector-c").await;
+    assert!(
+        crashed_at.elapsed() >= Duration::from_secs(2),
+        "took over a live-looking lease early"
+    );
 
-    drop(stop_b);
-    c.abort();
+    drop(b.stop);
+    c.stop.send(()).unwrap();
+    c.task.await.unwrap();
+    assert_eq!(
+        holder(&client).await.as_deref(),
+        None,
+        "a graceful stop leaves the lease free"
+    );
 }
