@@ -51,6 +51,9 @@ pub struct ApiArgs {
     /// Seconds of writes during the watch phase.
     #[arg(long, default_value_t = 3)]
     watch_secs: u64,
+    /// Give up (and stop the server) when its RSS passes this many MB while watchers connect.
+    #[arg(long, default_value_t = 4096.0)]
+    max_server_rss_mb: f64,
     /// The rkube binary to run the server with (default: `rkube` next to this binary, i.e. the same profile).
     #[arg(long, value_name = "PATH")]
     rkube: Option<PathBuf>,
@@ -472,6 +475,9 @@ struct Received {
     other: usize,
 }
 
+/// When a watched write was sent and when it was acknowledged.
+type WriteTimes = (Instant, Instant);
+
 struct WatchResult {
     writes: usize,
     write_errors: usize,
@@ -485,11 +491,24 @@ struct WatchResult {
     watchers_failed: usize,
 }
 
-async fn watch_phase(kubeconfig: &Path, args: &ApiArgs) -> anyhow::Result<WatchResult> {
+async fn watch_phase(kubeconfig: &Path, args: &ApiArgs, server_pid: u32) -> anyhow::Result<WatchResult> {
     let total = usize::try_from(args.watch_rate * args.watch_secs)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut watchers = tokio::task::JoinSet::new();
-    let watch_path = format!("/api/v1/namespaces/{WATCH_NAMESPACE}/pods?watch=true");
+    // Like an informer: list for a resourceVersion, then watch from it (no synthetic initial events).
+    let lister = kube_client(kubeconfig).await?;
+    let list: serde_json::Value = serde_json::from_str(
+        &lister
+            .request_text(get(
+                &format!("/api/v1/namespaces/{WATCH_NAMESPACE}/pods"),
+                "application/json",
+            ))
+            .await?,
+    )?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .context("list without resourceVersion")?;
+    let watch_path = format!("/api/v1/namespaces/{WATCH_NAMESPACE}/pods?watch=true&resourceVersion={rv}");
     let mut client = None;
     let mut established = Vec::with_capacity(args.watchers);
     for w in 0..args.watchers {
@@ -542,9 +561,17 @@ async fn watch_phase(kubeconfig: &Path, args: &ApiArgs) -> anyhow::Result<WatchR
         });
     }
     let mut watchers_failed = 0;
-    for ready in established {
+    for (w, ready) in established.into_iter().enumerate() {
         if !ready.await.unwrap_or(false) {
             watchers_failed += 1;
+        }
+        // The machine is shared: stop before a server that balloons per watcher takes it down.
+        let rss = rss_mb(server_pid).unwrap_or(0.0);
+        if rss > args.max_server_rss_mb {
+            bail!(
+                "server RSS {rss:.0} MB above --max-server-rss-mb after {} watchers; stopping",
+                w + 1
+            );
         }
     }
     println!(
@@ -558,8 +585,7 @@ async fn watch_phase(kubeconfig: &Path, args: &ApiArgs) -> anyhow::Result<WatchR
     for _ in 0..8 {
         writers.push(kube_client(kubeconfig).await?);
     }
-    // Per write: when it was sent and when it was acknowledged.
-    let acks: Arc<Mutex<Vec<Option<(Instant, Instant)>>>> = Arc::new(Mutex::new(vec![None; total]));
+    let acks: Arc<Mutex<Vec<Option<WriteTimes>>>> = Arc::new(Mutex::new(vec![None; total]));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(512));
     let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.watch_rate.max(1)));
     let path = format!("/api/v1/namespaces/{WATCH_NAMESPACE}/pods");
@@ -742,7 +768,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     );
 
     let cpu = CpuMeter::start(pid);
-    let watch = watch_phase(&kubeconfig, &args).await?;
+    let watch = watch_phase(&kubeconfig, &args, pid).await?;
     println!(
         "watch: {} watchers x {} writes: delivery p50 {:.1} ms p99 {:.1} ms max {:.1} ms; {} missed, {} duplicated, \
          {} watchers incomplete, {} events beat their ack; {}",
