@@ -4,7 +4,7 @@
 
 mod support;
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -15,7 +15,7 @@ async fn create_pod(client: &Client, name: &str, port: i32) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": "web"}},
-        "spec": {"containers": [{"name": "c", "image": "nginx",
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "nginx",
             "ports": [{"name": "http", "containerPort": port}]}]},
     }))
     .unwrap();
@@ -60,6 +60,12 @@ async fn slices_and_endpoints_follow_pod_readiness() {
     let mut server = Server::start();
     let client = server.client().await;
 
+    // Pods are bound from the start, so the server's scheduler leaves their status alone.
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "node-1"}})).unwrap();
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": "web"},
