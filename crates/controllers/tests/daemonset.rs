@@ -1,6 +1,6 @@
 //! The DaemonSet controller against a real `rkube server`: one pod per eligible node (a NoSchedule-tainted node
-//! is skipped), a new node gets its pod, `kubectl set image` rolls every pod over and `kubectl rollout status`
-//! sees it finish.
+//! is skipped), a new node gets its pod, `kubectl set image` rolls every pod over, `kubectl rollout status`
+//! sees it finish and `kubectl rollout history` lists both revisions.
 //!
 //! No scheduler or node agent runs here: the test binds each pod to the node its required node affinity names
 //! (through `pods/binding`, as the scheduler would) and marks it Running and Ready through `pods/status`.
@@ -193,6 +193,16 @@ async fn a_daemon_pod_on_every_eligible_node_rolled_by_set_image() {
     assert_eq!(p, v2);
     let s = daemon_sets.get("agent").await.unwrap().status.unwrap();
     assert_eq!(s.updated_number_scheduled, Some(3));
+    wait_for("two revisions in the rollout history", || async {
+        let out = server.kubectl(&["rollout", "history", "daemonset/agent"]);
+        let revisions: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.parse::<u32>().is_ok())
+            .collect();
+        if revisions == ["1", "2"] { Ok(()) } else { Err(out) }
+    })
+    .await;
     assert_eq!(s.number_misscheduled, 0);
     kubelet.abort();
 }

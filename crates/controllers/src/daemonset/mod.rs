@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -35,6 +35,7 @@ struct Shell {
     daemon_sets: Store<DaemonSet>,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    revisions: Store<ControllerRevision>,
     expectations: Arc<Expectations>,
     recorder: EventRecorder,
 }
@@ -43,6 +44,8 @@ async fn run(ctx: Context) -> Result<(), Error> {
     let ds_informer = ctx.informers.get::<DaemonSet>();
     let pod_informer = ctx.informers.get::<Pod>();
     let node_informer = ctx.informers.get::<Node>();
+    let revision_informer = ctx.informers.get::<ControllerRevision>();
+    revision_informer.wait_synced().await;
     ds_informer.wait_synced().await;
     pod_informer.wait_synced().await;
     node_informer.wait_synced().await;
@@ -52,6 +55,7 @@ async fn run(ctx: Context) -> Result<(), Error> {
         daemon_sets: ds_informer.store().clone(),
         pods: pod_informer.store().clone(),
         nodes: node_informer.store().clone(),
+        revisions: revision_informer.store().clone(),
         expectations: Arc::new(Expectations::default()),
         recorder: ctx.recorder.for_component(NAME),
     });
@@ -175,6 +179,7 @@ impl Shell {
                     .await,
             )?;
         }
+        self.record_revision(&ds).await?;
         let reference = ds.object_ref(&());
         let mut first_error = None;
         if !plan.create_on.is_empty() {
@@ -253,6 +258,29 @@ impl Shell {
                 .and_then(|s| s.min_ready_seconds)
                 .filter(|s| *s > 0)
                 .map(|s| std::time::Duration::from_secs(s as u64))),
+        }
+    }
+}
+
+impl Shell {
+    /// Make sure the current template has its ControllerRevision (for `kubectl rollout history`).
+    async fn record_revision(&self, ds: &DaemonSet) -> Result<(), Error> {
+        let ns = ds.metadata.namespace.as_deref().unwrap_or("default");
+        let uid = ds.metadata.uid.as_deref();
+        let owned = self.revisions.state_filter(|r| {
+            r.metadata.namespace.as_deref() == Some(ns)
+                && controller_of(&r.metadata).is_some_and(|o| Some(o.uid.as_str()) == uid)
+        });
+        let owned: Vec<&ControllerRevision> = owned.iter().map(|r| &**r).collect();
+        let Some(revision) = sync::missing_revision(ds, &sync::current_hash(ds), &owned) else {
+            return Ok(());
+        };
+        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), ns);
+        match api.create(&PostParams::default(), &revision).await {
+            Ok(_) => Ok(()),
+            // Already written (our cache lags): the informer will show it.
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 }

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodTemplateSpec, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
@@ -410,6 +411,42 @@ pub fn plan(
     plan
 }
 
+/// The ControllerRevision recording the current template (what `kubectl rollout history daemonset` lists), or
+/// `None` when `revisions` (the DaemonSet's own) already hold one for `hash`. Its revision number is one more
+/// than the highest so far.
+pub fn missing_revision(
+    ds: &DaemonSet,
+    hash: &str,
+    revisions: &[&ControllerRevision],
+) -> Option<ControllerRevision> {
+    let name = format!("{}-{hash}", ds.metadata.name.as_deref().unwrap_or(""));
+    if revisions
+        .iter()
+        .any(|r| r.metadata.name.as_deref() == Some(name.as_str()))
+    {
+        return None;
+    }
+    let mut template = serde_json::to_value(template(ds)).unwrap_or_default();
+    template["$patch"] = serde_json::json!("replace");
+    let mut labels = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default();
+    labels.insert(REVISION_HASH_LABEL.into(), hash.into());
+    Some(ControllerRevision {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: ds.metadata.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner(ds).controller_ref()]),
+            ..Default::default()
+        },
+        data: Some(RawExtension(serde_json::json!({"spec": {"template": template}}))),
+        revision: revisions.iter().map(|r| r.revision).max().unwrap_or(0) + 1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,6 +653,21 @@ mod tests {
         assert!(p.delete.is_empty());
         assert_eq!(p.status.updated_number_scheduled, Some(1));
         assert_eq!(p.status.number_unavailable, Some(1));
+    }
+
+    #[test]
+    fn each_template_gets_one_numbered_revision() {
+        let d = ds();
+        let hash = current_hash(&d);
+        let first = missing_revision(&d, &hash, &[]).expect("the first revision");
+        assert_eq!(first.revision, 1);
+        assert_eq!(first.metadata.name, Some(format!("agent-{hash}")));
+        assert_eq!(
+            first.data.as_ref().unwrap().0["spec"]["template"]["$patch"],
+            "replace"
+        );
+        assert!(missing_revision(&d, &hash, &[&first]).is_none());
+        assert_eq!(missing_revision(&d, "other", &[&first]).unwrap().revision, 2);
     }
 
     #[test]
