@@ -245,14 +245,24 @@ impl ResourceCache {
     /// Starts a watch after `from` (`None`: from now, with the current objects as ADDED events first).
     /// With `trigger` (a value of [`Self::trigger_field`] the watcher selects), the live feed carries only
     /// events of objects that have or had that value.
-    pub fn subscribe(&self, from: Option<Revision>, trigger: Option<&str>) -> Result<Subscription, TooOld> {
+    ///
+    /// `prefix` (`"ns/"` for one namespace, `""` for all) bounds the synthetic ADDED events of a watch without
+    /// a revision to the objects it can show: building them for every object of the resource would cost each
+    /// watcher memory in proportion to the whole cluster.
+    pub fn subscribe(
+        &self,
+        from: Option<Revision>,
+        prefix: &str,
+        trigger: Option<&str>,
+    ) -> Result<Subscription, TooOld> {
         let trigger = trigger.filter(|_| self.trigger_field.is_some());
         let state = self.state.upgradable_read();
         let initial = match from {
             None => state
                 .objects
-                .values()
-                .map(|o| Arc::new(CachedEvent::new(EventType::Added, o.clone(), None)))
+                .range(prefix.to_string()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .map(|(_, o)| Arc::new(CachedEvent::new(EventType::Added, o.clone(), None)))
                 .collect(),
             Some(from) => {
                 if from < state.oldest {
@@ -603,14 +613,23 @@ mod tests {
         );
         assert_eq!(rest.continue_after, None);
 
-        let sub = c.subscribe(Some(3), None).unwrap();
+        let sub = c.subscribe(Some(3), "", None).unwrap();
         let kinds: Vec<_> = sub.initial.iter().map(|e| (e.kind, e.rv)).collect();
         assert_eq!(kinds, [(EventType::Added, 4), (EventType::Modified, 5)]);
-        let fresh = c.subscribe(None, None).unwrap();
+        let fresh = c.subscribe(None, "", None).unwrap();
         assert_eq!(fresh.initial.len(), 3);
         assert!(fresh.initial.iter().all(|e| e.kind == EventType::Added));
+        let one_namespace = c.subscribe(None, "ns/", None).unwrap();
+        assert_eq!(
+            one_namespace
+                .initial
+                .iter()
+                .map(|e| e.object.key.as_str())
+                .collect::<Vec<_>>(),
+            ["ns/a", "ns/b"]
+        );
 
-        let mut rx = c.subscribe(Some(6), None).unwrap().rx;
+        let mut rx = c.subscribe(Some(6), "", None).unwrap().rx;
         c.apply(vec![(EventKind::Delete, "ns/b".into(), None, 7)], 7);
         let deleted = rx.try_recv().unwrap();
         assert_eq!(deleted.kind, EventType::Deleted);
@@ -620,7 +639,7 @@ mod tests {
 
         c.reset(BTreeMap::new(), 10);
         assert!(matches!(
-            c.subscribe(Some(7), None),
+            c.subscribe(Some(7), "", None),
             Err(TooOld {
                 requested: 7,
                 oldest: 10
@@ -642,8 +661,8 @@ mod tests {
         };
         let c = ResourceCache::new(Some("spec.nodeName"));
         c.reset(BTreeMap::new(), 1);
-        let mut n1 = c.subscribe(Some(1), Some("n1")).unwrap().rx;
-        let mut all = c.subscribe(Some(1), None).unwrap().rx;
+        let mut n1 = c.subscribe(Some(1), "", Some("n1")).unwrap().rx;
+        let mut all = c.subscribe(Some(1), "", None).unwrap().rx;
         c.apply(
             vec![
                 (EventKind::Put, "ns/a".into(), Some(pod("a", "", 2)), 2),

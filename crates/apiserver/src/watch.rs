@@ -138,7 +138,7 @@ pub async fn watch(state: &Arc<ApiState>, kind: &Kind, req: &ApiRequest) -> Resu
         .trigger_field()
         .and_then(|f| filter.selector.fields.exact(f))
         .map(String::from);
-    let subscription = match cache.subscribe(from, trigger.as_deref()) {
+    let subscription = match cache.subscribe(from, &filter.prefix, trigger.as_deref()) {
         Ok(s) => Some(s),
         Err(too_old) => {
             let err = ApiError::Expired {
@@ -237,7 +237,7 @@ impl Watcher<'_> {
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Fell behind the live feed: pick up again from the window after the last event sent.
-                    match self.cache.subscribe(Some(last_rv), self.trigger) {
+                    match self.cache.subscribe(Some(last_rv), "", self.trigger) {
                         Ok(again) => {
                             for event in &again.initial {
                                 last_rv = last_rv.max(event.rv);
