@@ -185,25 +185,6 @@ fn pod(obj: &mut Value) {
     default(spec, "serviceAccount", sa);
     default(spec, "priority", json!(0));
     default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    let tolerations = child_array(spec, "tolerations");
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-        let present = tolerations.iter().any(|t| {
-            (t["key"] == key || t.get("key").is_none() && t["operator"] == "Exists")
-                && (t.get("effect").is_none() || t["effect"] == "NoExecute")
-        });
-        if !present {
-            tolerations.push(
-                json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}),
-            );
-        }
-    }
-}
-
-fn child_array<'a>(obj: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
-    if !obj.get(key).is_some_and(Value::is_array) {
-        obj[key] = json!([]);
-    }
-    obj[key].as_array_mut().expect("just made an array")
 }
 
 pub(crate) fn pod_spec(spec: &mut Value) {

@@ -62,6 +62,8 @@ pub struct ApiOptions {
     /// The address clients reach the API server at (the `kubernetes` Endpoints point here).
     pub advertise_address: IpAddr,
     pub advertise_port: u16,
+    /// `--default-not-ready-toleration-seconds`: how long new pods tolerate a not-ready or unreachable node.
+    pub default_not_ready_toleration_seconds: u64,
 }
 
 impl Default for ApiOptions {
@@ -71,6 +73,7 @@ impl Default for ApiOptions {
             node_port_range: 30000..=32767,
             advertise_address: IpAddr::from([127, 0, 0, 1]),
             advertise_port: 6443,
+            default_not_ready_toleration_seconds: 300,
         }
     }
 }

@@ -721,6 +721,7 @@ pub(crate) async fn create_object(
     }
     strategy::prepare_for_create(&kind.strategy, kind.group, kind.kind, &mut obj);
     defaults::apply(kind.group, kind.kind, &mut obj);
+    admission::default_tolerations(state, kind, &mut obj);
     admission::validate(kind, &obj, None)?;
     let key = object_key(namespace.filter(|_| kind.namespaced), &name);
     let allocation = admission::allocate(state, kind, &mut obj, None)?;

@@ -157,6 +157,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         node_port_range: config.node_port_range.clone(),
         advertise_address,
         advertise_port: bound.port(),
+        default_not_ready_toleration_seconds: config.default_not_ready_toleration_seconds,
     };
     let state = ApiState::new(store, options).await.context("starting the API")?;
     crate::bootstrap(&state)

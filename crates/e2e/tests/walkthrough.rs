@@ -476,8 +476,6 @@ fn node_loss(toleration: Option<u32>) {
 }
 
 #[test]
-#[ignore = "apiserver bug: --default-not-ready-toleration-seconds is not applied; pods get tolerationSeconds \
-            300 (crates/apiserver/src/defaults.rs hard-codes it; server.rs never passes the flag to ApiState)"]
 fn node_loss_moves_pods_tolerating_the_server_default() {
     node_loss(None);
 }
