@@ -371,8 +371,9 @@ async fn write_report(recorder: &EventRecorder, client: &kube::Client, report: R
                     k8s_openapi::jiff::Timestamp::now()),
             }]}});
             let name = pod.metadata.name.as_deref().unwrap_or_default();
+            // Strategic merge: conditions merge by `type`, so the pod's other conditions stay.
             if let Err(e) = api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
                 .await
             {
                 tracing::debug!(error = %e, pod = name, "setting PodScheduled=False failed");
