@@ -361,6 +361,34 @@ pub(crate) fn release(state: &ApiState, kind: &Kind, obj: &Value) {
     release_unused(state, kind, obj, &json!({}));
 }
 
+/// Kubernetes' DefaultTolerationSeconds admission: a new pod that does not tolerate the
+/// `node.kubernetes.io/not-ready` / `unreachable` NoExecute taints gets tolerations for them, bounded by the
+/// server's `--default-not-ready-toleration-seconds`, so pods leave a lost node after that long.
+pub(crate) fn default_tolerations(state: &ApiState, kind: &Kind, obj: &mut Value) {
+    if !kind.group.is_empty() || kind.kind != "Pod" {
+        return;
+    }
+    let seconds = state.options().default_not_ready_toleration_seconds;
+    let spec = &mut obj["spec"];
+    if !spec["tolerations"].is_array() {
+        spec["tolerations"] = serde_json::json!([]);
+    }
+    let Some(tolerations) = spec["tolerations"].as_array_mut() else {
+        return;
+    };
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        let present = tolerations.iter().any(|t| {
+            (t["key"] == key || t.get("key").is_none() && t["operator"] == "Exists")
+                && (t.get("effect").is_none() || t["effect"] == "NoExecute")
+        });
+        if !present {
+            tolerations.push(serde_json::json!({
+                "key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds
+            }));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,33 +445,5 @@ mod tests {
             s1["spec"]["ports"][0]["nodePort"]
         );
         assert!(again.ips.is_empty() && again.ports.is_empty());
-    }
-}
-
-/// Kubernetes' DefaultTolerationSeconds admission: a new pod that does not tolerate the
-/// `node.kubernetes.io/not-ready` / `unreachable` NoExecute taints gets tolerations for them, bounded by the
-/// server's `--default-not-ready-toleration-seconds`, so pods leave a lost node after that long.
-pub(crate) fn default_tolerations(state: &ApiState, kind: &Kind, obj: &mut Value) {
-    if kind.group != "" || kind.kind != "Pod" {
-        return;
-    }
-    let seconds = state.options().default_not_ready_toleration_seconds;
-    let spec = &mut obj["spec"];
-    if !spec["tolerations"].is_array() {
-        spec["tolerations"] = serde_json::json!([]);
-    }
-    let Some(tolerations) = spec["tolerations"].as_array_mut() else {
-        return;
-    };
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-        let present = tolerations.iter().any(|t| {
-            (t["key"] == key || t.get("key").is_none() && t["operator"] == "Exists")
-                && (t.get("effect").is_none() || t["effect"] == "NoExecute")
-        });
-        if !present {
-            tolerations.push(serde_json::json!({
-                "key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds
-            }));
-        }
     }
 }
