@@ -3,7 +3,7 @@
 //! hands over once the lease expires. (`rkube server` runs its own controller manager on the default Lease, so
 //! this test uses a Lease of its own.)
 
-mod server;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use rkube_controllers::leader::{LeaderElectionConfig, LeaderElector};
-use server::{DEADLINE, Server};
+use support::{DEADLINE, Server};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 

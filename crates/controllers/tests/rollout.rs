@@ -5,7 +5,7 @@
 //! No node agent runs here: the test plays the kubelet by marking pods Running and Ready through
 //! `pods/status`. Needs `target/debug/rkube` (`cargo build -p rkube --bin rkube`).
 
-mod server;
+mod support;
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use server::{DEADLINE, Server};
+use support::{DEADLINE, Server};
 use tokio::time::{Instant, sleep};
 
 /// Plays the kubelet for every pod: Running and Ready (with an IP) as soon as it appears; a pod being deleted

@@ -16,7 +16,7 @@ use kube::{Api, Client, Config};
 use rkube_controllers::ControllerOptions;
 use tokio::time::{Instant, sleep};
 
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub const DEADLINE: Duration = Duration::from_secs(90);
 
 fn rkube_binary() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
