@@ -2,10 +2,13 @@
 //! (`server.rs` …); the work is done by the library crates. Invoked through a link named `kubectl`, the
 //! binary behaves as `rkube kubectl`.
 
+mod agent;
 mod components;
 mod duration;
+mod image;
 mod kubectl;
 mod server;
+mod shim;
 mod simulate_nodes;
 
 use std::process::ExitCode;
@@ -23,6 +26,17 @@ struct Cli {
 enum Command {
     /// Run the API server (and, later, the rest of the control plane and a node agent).
     Server(server::ServerArgs),
+    /// Run a node agent that joins an existing cluster.
+    Agent(agent::AgentArgs),
+    /// The node's image store.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// The per-container monitor process the agent starts (internal).
+    #[command(hide = true)]
+    Shim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Register simulated nodes (like kwok) that run pods without containers, until stopped.
     SimulateNodes(simulate_nodes::SimulateNodesArgs),
     /// The kubectl-compatible CLI (not implemented yet).
@@ -50,6 +64,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::SimulateNodes(args) => simulate_nodes::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Image(command) => image::run(command),
+        Command::Shim { args } => shim::run(args),
         Command::Kubectl { .. } => return kubectl::run(),
     };
     match result {

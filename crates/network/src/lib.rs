@@ -1,0 +1,1 @@
+//! Pod networking: CNI plugin invocation behind a trait (work in progress).

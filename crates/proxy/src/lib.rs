@@ -1,0 +1,1 @@
+//! The service proxy: Services + EndpointSlices → one nftables ruleset (work in progress).
