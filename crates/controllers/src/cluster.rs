@@ -1,5 +1,5 @@
-//! Settings of the cluster-level controllers (node IPAM, node lifecycle, pod GC — the `rkube server` flags
-//! `--cluster-cidr`, `--node-monitor-grace-period`, …).
+//! Settings of the cluster-level controllers (node IPAM, node lifecycle, pod GC, LoadBalancer addresses — the
+//! `rkube server` flags `--cluster-cidr`, `--node-monitor-grace-period`, `--lb-ip-pool`, …).
 
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ pub struct ClusterOptions {
     pub terminated_pod_gc_threshold: usize,
     /// How often the pod garbage collector runs (Kubernetes' `gcCheckPeriod`).
     pub pod_gc_period: Duration,
+    /// `--lb-ip-pool`: addresses for LoadBalancer Services, each entry `CIDR` or `A-B` (comma lists allowed);
+    /// empty means the nodes' own addresses serve as ingress (see [`crate::servicelb`]).
+    pub lb_ip_pool: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -29,6 +32,7 @@ impl Default for ClusterOptions {
             node_monitor_period: Duration::from_secs(5),
             terminated_pod_gc_threshold: 12_500,
             pod_gc_period: Duration::from_secs(20),
+            lb_ip_pool: Vec::new(),
         }
     }
 }

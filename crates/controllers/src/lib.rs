@@ -26,6 +26,7 @@ pub mod pod;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod workqueue;
 
 use std::future::Future;
@@ -71,6 +72,7 @@ pub const CONTROLLERS: &[(&str, StartController)] = &[
     ("nodelifecycle", nodelifecycle::start),
     ("podgc", podgc::start),
     ("daemonset", daemonset::start),
+    ("servicelb", servicelb::start),
 ];
 
 /// What every controller gets: the client, the shared informers and an event recorder.
