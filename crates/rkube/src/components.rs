@@ -28,6 +28,7 @@ pub async fn run(config: ServerConfig, stop: watch::Receiver<bool>) {
             cluster: rkube_controllers::cluster::ClusterOptions {
                 cluster_cidr: config.cluster_cidr.clone(),
                 node_monitor_grace_period: config.node_monitor_grace_period,
+                lb_ip_pool: config.lb_ip_pool.clone(),
                 ..Default::default()
             },
             identity: format!("{}_{}", config.node_name, std::process::id()),
