@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub node_monitor_grace_period: Duration,
     /// How long pods tolerate a NotReady/unreachable node before eviction.
     pub default_not_ready_toleration_seconds: u64,
+    /// `--lb-ip-pool`: addresses for LoadBalancer Services (`CIDR` or `A-B` each); empty → the nodes' own
+    /// addresses (the controller manager's `servicelb` controller uses it).
+    pub lb_ip_pool: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +68,7 @@ impl Default for ServerConfig {
             node_name: tls::hostname(),
             node_monitor_grace_period: Duration::from_secs(50),
             default_not_ready_toleration_seconds: 300,
+            lb_ip_pool: Vec::new(),
         }
     }
 }

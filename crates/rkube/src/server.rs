@@ -35,6 +35,10 @@ pub struct ServerArgs {
     /// How long pods tolerate a NotReady or unreachable node before they are evicted.
     #[arg(long, value_name = "N", default_value_t = 300)]
     default_not_ready_toleration_seconds: u64,
+    /// Addresses for LoadBalancer Services: CIDR or A-B range, repeatable or comma-separated. Without it a
+    /// LoadBalancer's ingress is the Ready nodes' InternalIPs.
+    #[arg(long, value_name = "CIDR|A-B", value_delimiter = ',', value_parser = lb_pool_entry)]
+    lb_ip_pool: Vec<String>,
 }
 
 impl ServerArgs {
@@ -53,9 +57,16 @@ impl ServerArgs {
                 .unwrap_or(defaults.node_name.clone()),
             node_monitor_grace_period: self.node_monitor_grace_period,
             default_not_ready_toleration_seconds: self.default_not_ready_toleration_seconds,
+            lb_ip_pool: self.lb_ip_pool,
             ..defaults
         }
     }
+}
+
+/// One `--lb-ip-pool` entry, checked as the LoadBalancer controller will read it.
+fn lb_pool_entry(entry: &str) -> Result<String, String> {
+    rkube_controllers::servicelb::Pool::parse(&[entry]).map_err(|e| e.to_string())?;
+    Ok(entry.trim().to_string())
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -116,6 +127,27 @@ mod tests {
             std::time::Duration::from_secs(50)
         );
         assert_eq!(config.default_not_ready_toleration_seconds, 300);
+        assert!(config.lb_ip_pool.is_empty());
+    }
+
+    #[test]
+    fn lb_ip_pool_is_repeatable_and_checked() {
+        let config = Wrapper::parse_from([
+            "server",
+            "--lb-ip-pool",
+            "192.168.1.240/28,10.0.0.5-10.0.0.9",
+            "--lb-ip-pool",
+            "fd00::/120",
+        ])
+        .args
+        .into_config();
+        assert_eq!(
+            config.lb_ip_pool,
+            ["192.168.1.240/28", "10.0.0.5-10.0.0.9", "fd00::/120"]
+        );
+        let bad = Wrapper::try_parse_from(["server", "--lb-ip-pool", "10.0.0.9-10.0.0.1"]);
+        let err = bad.err().expect("a backwards range is refused").to_string();
+        assert!(err.contains("invalid LoadBalancer IP pool entry"), "{err}");
     }
 
     #[test]
