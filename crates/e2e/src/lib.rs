@@ -6,6 +6,14 @@
 //! loopback port, with the embedded store or a real etcd ([`Datastore`]), waits for `/readyz`, and stops
 //! the server when dropped. [`Cluster::kubectl`] runs kubectl against it and returns what the user would
 //! see ([`Output`]). The tests live in `tests/`.
+//!
+//! Those clusters run simulated nodes only (`--disable-agent`). For real containers, start at
+//! [`nodes::NodeCluster`]: a server and agents each in a test-made network namespace ([`netns`]), pulling
+//! busybox-based test images ([`images`]) from a real `docker-registry`.
+
+pub mod images;
+pub mod netns;
+pub mod nodes;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -382,25 +390,7 @@ impl Cluster {
 
     /// Starts a long-running kubectl (`get -w`, `logs -f`) whose stdout lines can be awaited.
     pub fn kubectl_stream(&self, args: &[&str]) -> Stream {
-        let mut cmd = self.kubectl_command(args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("running kubectl");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("kubectl stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Stream {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
+        Stream::spawn(self.kubectl_command(args))
     }
 
     /// Runs any program with the cluster's kubeconfig in `KUBECONFIG` (the Python client's tests).
@@ -501,6 +491,40 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Starts `cmd` with its stdout read line by line.
+    pub fn spawn(mut cmd: Command) -> Stream {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("running kubectl");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("kubectl stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Stream {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the process to exit (up to `timeout`) and returns its exit code (`None` on timeout or
+    /// signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
     /// Waits (up to `timeout`) for a line containing every one of `needles`, and returns it.
     #[track_caller]
     pub fn wait_for_line(&mut self, needles: &[&str], timeout: Duration) -> String {
