@@ -3,16 +3,25 @@
 //! upstream resolvers with a cache. Runs inside each node agent ([`run`]); [`publish_node_endpoint`] makes the
 //! node's listener an endpoint of the `kube-dns` Service; [`resolv_conf`] is what the kubelet writes into pods.
 //!
-//! Start reading at [`run`], then `zone.rs` (what each name answers) and `index.rs` (what it is computed from).
+//! Start reading at [`run`], then `zone.rs` (what each name answers), `index.rs` (what it is computed
+//! from), `server.rs` (the transport) and `forward.rs` (everything else).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
 
+use parking_lot::RwLock;
 use tokio::sync::watch;
 
+pub mod forward;
+pub mod index;
+pub mod publish;
 pub mod resolvconf;
+pub mod server;
+mod watches;
+pub mod zone;
 
 pub use resolvconf::{ResolvConf, resolv_conf, upstreams};
+pub use server::{Handler, Listeners, SharedIndex};
 
 /// The cluster domain when nothing else is configured.
 pub const DEFAULT_ZONE: &str = "cluster.local";
@@ -43,6 +52,23 @@ impl DnsConfig {
             ttl: DEFAULT_TTL,
         }
     }
+
+    /// The query handler for this configuration over `index`.
+    pub fn handler(&self, index: SharedIndex) -> Result<Handler, Error> {
+        let listen_ips: Vec<IpAddr> = self
+            .listen
+            .iter()
+            .map(SocketAddr::ip)
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        let zone = zone::Zone::new(&self.zone, self.ttl, listen_ips)
+            .ok_or_else(|| Error::Zone(self.zone.clone()))?;
+        Ok(Handler::new(
+            index,
+            zone,
+            forward::Forwarder::new(self.upstreams.clone()),
+        ))
+    }
 }
 
 /// Why the DNS server or the node endpoint publisher stopped.
@@ -58,21 +84,45 @@ pub enum Error {
     /// The zone name is not a valid DNS name.
     #[error("invalid zone {0:?}")]
     Zone(String),
-    /// The API server refused a write.
+    /// The transport failed (a socket closed under the server).
+    #[error("DNS server: {0}")]
+    Serve(String),
+    /// The API server refused a request.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
 
-/// Serve DNS on `config.listen` (UDP and TCP) until `stop` turns true or is dropped.
-pub async fn run(client: kube::Client, config: DnsConfig, mut stop: watch::Receiver<bool>) -> Result<(), Error> {
-    let _ = (client, config);
-    let _ = stop.wait_for(|s| *s).await;
-    Ok(())
+/// Serve DNS on `config.listen` (UDP and TCP) from watches through `client` until `stop` turns true or
+/// its sender is dropped. In-zone names get SERVFAIL until every watch has listed once.
+pub async fn run(client: kube::Client, config: DnsConfig, stop: watch::Receiver<bool>) -> Result<(), Error> {
+    let listeners = Listeners::bind(&config.listen).await?;
+    run_on(client, config, listeners, stop).await
+}
+
+/// [`run`] on sockets already bound (tests and callers that bind port 0 first).
+pub async fn run_on(
+    client: kube::Client,
+    config: DnsConfig,
+    listeners: Listeners,
+    stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let index: SharedIndex = Arc::new(RwLock::new(index::Index::default()));
+    let handler = config.handler(index.clone())?;
+    tracing::info!(listen = ?listeners.local_addrs(), upstreams = ?config.upstreams, zone = %config.zone, "cluster DNS");
+    let watches = watches::spawn_watches(client, index);
+    let result = server::serve(listeners, handler, stop).await;
+    for w in watches {
+        w.abort();
+    }
+    result
 }
 
 /// Create or update the EndpointSlice `kube-dns-<node>` in kube-system so that it points at this node's DNS
 /// listener (`node_ip`, port 53 UDP and TCP). Idempotent: the agent calls it at start.
-pub async fn publish_node_endpoint(client: kube::Client, node_name: &str, node_ip: IpAddr) -> Result<(), Error> {
-    let _ = (client, node_name, node_ip, Duration::ZERO);
-    Ok(())
+pub async fn publish_node_endpoint(
+    client: kube::Client,
+    node_name: &str,
+    node_ip: IpAddr,
+) -> Result<(), Error> {
+    publish::publish(client, node_name, node_ip).await
 }

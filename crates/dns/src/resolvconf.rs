@@ -118,7 +118,11 @@ pub fn resolv_conf(pod: &Pod, cluster_dns: &[IpAddr], zone: &str, host_resolv_co
             if !zone.is_empty() {
                 push_unique(
                     &mut searches,
-                    [format!("{namespace}.svc.{zone}"), format!("svc.{zone}"), zone.to_string()],
+                    [
+                        format!("{namespace}.svc.{zone}"),
+                        format!("svc.{zone}"),
+                        zone.to_string(),
+                    ],
                 );
             }
             push_unique(&mut searches, host.searches);
@@ -132,10 +136,15 @@ pub fn resolv_conf(pod: &Pod, cluster_dns: &[IpAddr], zone: &str, host_resolv_co
     };
 
     if let Some(extra) = &spec.dns_config {
-        push_unique(&mut conf.nameservers, extra.nameservers.clone().unwrap_or_default());
+        push_unique(
+            &mut conf.nameservers,
+            extra.nameservers.clone().unwrap_or_default(),
+        );
         push_unique(&mut conf.searches, extra.searches.clone().unwrap_or_default());
         for option in extra.options.iter().flatten() {
-            let Some(name) = option.name.as_deref() else { continue };
+            let Some(name) = option.name.as_deref() else {
+                continue;
+            };
             let text = match option.value.as_deref() {
                 Some(value) if !value.is_empty() => format!("{name}:{value}"),
                 _ => name.to_string(),
@@ -210,7 +219,12 @@ mod tests {
 
     #[test]
     fn default_policy_copies_the_node() {
-        let text = resolv_conf(&pod(Some("Default"), false, None), &cluster_dns(), "cluster.local", HOST);
+        let text = resolv_conf(
+            &pod(Some("Default"), false, None),
+            &cluster_dns(),
+            "cluster.local",
+            HOST,
+        );
         assert_eq!(
             text,
             "search corp.example lab.example\nnameserver 192.0.2.53\nnameserver 127.0.0.53\noptions edns0 timeout:2\n"
@@ -219,7 +233,12 @@ mod tests {
 
     #[test]
     fn host_network_cluster_first_falls_back_to_default_but_with_host_net_does_not() {
-        let fallback = resolv_conf(&pod(Some("ClusterFirst"), true, None), &cluster_dns(), "cluster.local", HOST);
+        let fallback = resolv_conf(
+            &pod(Some("ClusterFirst"), true, None),
+            &cluster_dns(),
+            "cluster.local",
+            HOST,
+        );
         assert!(fallback.contains("nameserver 192.0.2.53"), "{fallback}");
         assert!(!fallback.contains("10.43.0.10"), "{fallback}");
 
@@ -229,8 +248,14 @@ mod tests {
             "cluster.local",
             HOST,
         );
-        assert!(with_host_net.contains("nameserver 10.43.0.10\n"), "{with_host_net}");
-        assert!(with_host_net.starts_with("search shop.svc.cluster.local "), "{with_host_net}");
+        assert!(
+            with_host_net.contains("nameserver 10.43.0.10\n"),
+            "{with_host_net}"
+        );
+        assert!(
+            with_host_net.starts_with("search shop.svc.cluster.local "),
+            "{with_host_net}"
+        );
     }
 
     #[test]
@@ -244,7 +269,10 @@ mod tests {
     fn none_takes_only_dns_config() {
         let config = PodDNSConfig {
             nameservers: Some(vec!["192.0.2.1".into()]),
-            searches: Some(vec!["ns1.svc.cluster-domain.example".into(), "my.dns.search.suffix".into()]),
+            searches: Some(vec![
+                "ns1.svc.cluster-domain.example".into(),
+                "my.dns.search.suffix".into(),
+            ]),
             options: Some(vec![
                 PodDNSConfigOption {
                     name: Some("ndots".into()),
@@ -256,7 +284,12 @@ mod tests {
                 },
             ]),
         };
-        let text = resolv_conf(&pod(Some("None"), false, Some(config)), &cluster_dns(), "cluster.local", HOST);
+        let text = resolv_conf(
+            &pod(Some("None"), false, Some(config)),
+            &cluster_dns(),
+            "cluster.local",
+            HOST,
+        );
         assert_eq!(
             text,
             "search ns1.svc.cluster-domain.example my.dns.search.suffix\nnameserver 192.0.2.1\noptions ndots:2 edns0\n"
@@ -265,7 +298,15 @@ mod tests {
 
     #[test]
     fn none_without_dns_config_is_empty() {
-        assert_eq!(resolv_conf(&pod(Some("None"), false, None), &cluster_dns(), "cluster.local", HOST), "");
+        assert_eq!(
+            resolv_conf(
+                &pod(Some("None"), false, None),
+                &cluster_dns(),
+                "cluster.local",
+                HOST
+            ),
+            ""
+        );
     }
 
     #[test]
@@ -284,7 +325,12 @@ mod tests {
                 },
             ]),
         };
-        let text = resolv_conf(&pod(None, false, Some(config)), &cluster_dns(), "cluster.local", "");
+        let text = resolv_conf(
+            &pod(None, false, Some(config)),
+            &cluster_dns(),
+            "cluster.local",
+            "",
+        );
         assert_eq!(
             text,
             "search shop.svc.cluster.local svc.cluster.local cluster.local extra.example\n\
@@ -322,14 +368,21 @@ mod tests {
 
     #[test]
     fn parse_keeps_last_search_and_replaces_repeated_options() {
-        let conf = ResolvConf::parse("search a.example\nsearch b.example . c.example.\noptions ndots:2\noptions ndots:3 rotate ; x\n");
+        let conf = ResolvConf::parse(
+            "search a.example\nsearch b.example . c.example.\noptions ndots:2\noptions ndots:3 rotate ; x\n",
+        );
         assert_eq!(conf.searches, ["b.example", "c.example"]);
         assert_eq!(conf.options, ["ndots:3", "rotate"]);
     }
 
     #[test]
     fn upstreams_skip_loopback_stubs() {
-        let ups = upstreams("nameserver 127.0.0.53\nnameserver ::1\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n");
-        assert_eq!(ups, ["192.0.2.53:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]);
+        let ups = upstreams(
+            "nameserver 127.0.0.53\nnameserver ::1\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n",
+        );
+        assert_eq!(
+            ups,
+            ["192.0.2.53:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()]
+        );
     }
 }
