@@ -1,6 +1,7 @@
 //! What every cluster starts with: the namespaces `default`, `kube-system`, `kube-public`,
-//! `kube-node-lease`, and the `kubernetes` Service (first address of the service CIDR, 443 → 6443) with its
-//! Endpoints and EndpointSlice pointing at the API server. Idempotent: run at every start.
+//! `kube-node-lease`, the `kubernetes` Service (first address of the service CIDR, 443 → 6443) with its
+//! Endpoints and EndpointSlice pointing at the API server, and the `kube-dns` Service of the cluster DNS (tenth
+//! address, 53/UDP and 53/TCP; each node agent publishes its own endpoint). Idempotent: run at every start.
 
 use serde_json::{Value, json};
 
@@ -22,6 +23,36 @@ pub fn first_address(cidr: &str) -> Option<std::net::Ipv4Addr> {
     let (net, _) = cidr.split_once('/')?;
     let net: std::net::Ipv4Addr = net.parse().ok()?;
     Some(std::net::Ipv4Addr::from(u32::from(net) + 1))
+}
+
+/// The `n`th address of a CIDR counting the network address as 0 (`10.43.0.0/16`, 10 → `10.43.0.10`), if the
+/// CIDR is that large.
+pub fn nth_address(cidr: &str, n: u128) -> Option<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let (network, prefix) = crate::alloc::parse_cidr(cidr)?;
+    let host_bits = if network.is_ipv4() { 32 } else { 128 } - u32::from(prefix);
+    if host_bits < 128 && n >> host_bits != 0 {
+        return None;
+    }
+    Some(match network {
+        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) + n as u32)),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) + n)),
+    })
+}
+
+/// The `kube-dns` Service: selector-less (the node agents' DNS servers publish their own EndpointSlices) with
+/// `internalTrafficPolicy: Local` so each node's pods ask their own node. The labels are kube-dns' and CoreDNS'
+/// so `kubectl cluster-info` lists it ("CoreDNS is running at …"), as on kubeadm and k3s clusters.
+fn kube_dns_service(ip: std::net::IpAddr) -> Value {
+    let ip = ip.to_string();
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns",
+            "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
+        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip], "internalTrafficPolicy": "Local",
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+    })
 }
 
 async fn ensure(
@@ -84,7 +115,7 @@ async fn ensure(
     }
 }
 
-/// Creates the default namespaces and the `kubernetes` Service with its endpoints.
+/// Creates the default namespaces, the `kubernetes` Service with its endpoints and the `kube-dns` Service.
 pub async fn bootstrap(state: &ApiState) -> Result<(), BootstrapError> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         ensure(state, "", "namespaces", None, json!({"metadata": {"name": ns}})).await?;
@@ -129,6 +160,20 @@ pub async fn bootstrap(state: &ApiState) -> Result<(), BootstrapError> {
         slice,
     )
     .await?;
+    // Created before the API serves anyone, so its address is still free; if a user took it (after deleting
+    // kube-dns) the cluster still starts, only without cluster DNS.
+    match nth_address(&state.options.service_cidr, 10) {
+        Some(ip) => {
+            let created = ensure(state, "", "services", Some("kube-system"), kube_dns_service(ip)).await;
+            if let Err(e) = created {
+                tracing::warn!(error = %e, "no kube-dns Service: cluster DNS is unreachable by its ClusterIP");
+            }
+        }
+        None => tracing::warn!(
+            service_cidr = %state.options.service_cidr,
+            "the service CIDR has no tenth address: no kube-dns Service"
+        ),
+    }
     Ok(())
 }
 
@@ -140,5 +185,21 @@ mod tests {
     fn first_address_of_the_service_cidr() {
         assert_eq!(first_address("10.43.0.0/16").unwrap().to_string(), "10.43.0.1");
         assert_eq!(first_address("nonsense"), None);
+    }
+
+    #[test]
+    fn kube_dns_gets_the_tenth_address() {
+        assert_eq!(nth_address("10.43.0.0/16", 10).unwrap().to_string(), "10.43.0.10");
+        assert_eq!(nth_address("10.96.0.0/12", 10).unwrap().to_string(), "10.96.0.10");
+        assert_eq!(
+            nth_address("fd00:43::/112", 10).unwrap().to_string(),
+            "fd00:43::a"
+        );
+        assert_eq!(nth_address("10.43.0.0/29", 10), None, "a /29 has 8 addresses");
+        assert_eq!(nth_address("10.43.0.0/28", 10).unwrap().to_string(), "10.43.0.10");
+        let svc = kube_dns_service(nth_address("10.43.0.0/16", 10).unwrap());
+        assert_eq!(svc["spec"]["clusterIPs"], json!(["10.43.0.10"]));
+        assert_eq!(svc["metadata"]["labels"]["kubernetes.io/cluster-service"], "true");
+        assert!(svc["spec"].get("selector").is_none());
     }
 }

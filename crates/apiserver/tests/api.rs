@@ -101,6 +101,26 @@ async fn bootstrap_discovery_and_version() {
         .await
         .unwrap();
     assert_eq!(kubernetes.spec.unwrap().cluster_ip.as_deref(), Some("10.43.0.1"));
+    let dns = Api::<Service>::namespaced(s.client.clone(), "kube-system")
+        .get("kube-dns")
+        .await
+        .unwrap();
+    let spec = dns.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("10.43.0.10"));
+    assert_eq!(spec.internal_traffic_policy.as_deref(), Some("Local"));
+    let ports: Vec<_> = spec
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.unwrap(), p.port, p.protocol.unwrap()))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("dns".into(), 53, "UDP".into()),
+            ("dns-tcp".into(), 53, "TCP".into())
+        ]
+    );
 
     let discovery = kube::Discovery::new(s.client.clone()).run().await.unwrap();
     let (deploy, caps) = discovery
