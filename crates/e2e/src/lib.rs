@@ -546,6 +546,13 @@ impl Stream {
         }
     }
 
+    /// The next line (up to `timeout`), or `None` when none came or the process ended.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
     /// Every line read so far.
     pub fn seen(&self) -> &[String] {
         &self.seen
