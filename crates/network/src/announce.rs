@@ -181,7 +181,7 @@ impl Announcer {
 }
 
 /// A gratuitous ARP frame (Ethernet broadcast, sender = target = `ip`): `op` 1 is the request form, 2 the
-/// reply form; Linux neighbours update an existing entry on either.
+/// reply form; Linux neighbours update an existing entry on either (they never create one: `arp_accept=0`).
 pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr, op: u16) -> [u8; 42] {
     let mut f = [0u8; 42];
     f[0..6].copy_from_slice(&[0xff; 6]);
@@ -194,9 +194,10 @@ pub fn garp_frame(mac: [u8; 6], ip: Ipv4Addr, op: u16) -> [u8; 42] {
     f[20..22].copy_from_slice(&op.to_be_bytes());
     f[22..28].copy_from_slice(&mac);
     f[28..32].copy_from_slice(&ip.octets());
-    // Target MAC: zero for the request form (RFC 5227 ARP announcement), broadcast for the reply form.
+    // Target MAC: zero in the request form (RFC 5227 announcement); our own in the reply form, which is what
+    // Linux requires to treat a reply as gratuitous.
     if op == 2 {
-        f[32..38].copy_from_slice(&[0xff; 6]);
+        f[32..38].copy_from_slice(&mac);
     }
     f[38..42].copy_from_slice(&ip.octets());
     f
@@ -249,6 +250,8 @@ mod tests {
         assert_eq!(&f[28..32], &[10, 0, 0, 7]);
         assert_eq!(&f[32..38], &[0; 6]);
         assert_eq!(&f[38..42], &[10, 0, 0, 7]);
-        assert_eq!(&garp_frame(mac, Ipv4Addr::new(10, 0, 0, 7), 2)[20..22], &[0, 2]);
+        let reply = garp_frame(mac, Ipv4Addr::new(10, 0, 0, 7), 2);
+        assert_eq!(&reply[20..22], &[0, 2]);
+        assert_eq!(&reply[32..38], &mac);
     }
 }

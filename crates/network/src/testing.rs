@@ -18,10 +18,14 @@
 //! at the next [`TestNet::new`]: only names of *our* pattern `rkt-t<pid>-<6 hex>-…` whose `<pid>` no longer runs.
 
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::sched::CloneFlags;
 
@@ -273,6 +277,80 @@ where
             .expect("tokio runtime")
             .block_on(fut)
     })
+}
+
+/// A TCP server inside a namespace that answers every connection with the client's address as it sees it
+/// (`"10.42.1.5:41234\n"`) and closes: shows reachability *and* whether the source IP survived the path.
+/// Stops when dropped.
+#[derive(Debug)]
+pub struct PeerEchoServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeerEchoServer {
+    /// Listens on `bind` (port 0 picks a free port) inside `netns`.
+    pub fn start(netns: &Path, bind: SocketAddr) -> Result<Self, TestNetError> {
+        let io = |what: &str, source| TestNetError::Io {
+            what: what.to_string(),
+            source,
+        };
+        // The socket belongs to the namespace it was created in, whichever thread uses it later.
+        let listener = run_in_netns(netns, || TcpListener::bind(bind))?.map_err(|e| io("bind", e))?;
+        let addr = listener.local_addr().map_err(|e| io("local_addr", e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io("set_nonblocking", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.write_all(format!("{peer}\n").as_bytes());
+                    }
+                    // Polling keeps the server stoppable without waking it through the namespace.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(PeerEchoServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for PeerEchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects from inside `netns` to `to` and reads until the server closes; every step bounded by `timeout`.
+pub fn tcp_read(netns: &Path, to: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let attempt = || -> std::io::Result<String> {
+        let mut conn = TcpStream::connect_timeout(&to, timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text)?;
+        Ok(text)
+    };
+    run_in_netns(netns, attempt).map_err(std::io::Error::other)?
 }
 
 fn ip(args: &[&str]) -> Result<String, CommandError> {
