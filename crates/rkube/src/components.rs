@@ -1,5 +1,5 @@
-//! The control-plane components that `rkube server` runs beside the API server: the controller manager and
-//! the scheduler. They share the process but not its memory: each reaches the API server the way any other
+//! The components that `rkube server` runs beside the API server: the controller manager, the scheduler
+//! and (unless `--disable-agent`) a node agent. They share the process but not its memory: each reaches the API server the way any other
 //! client does, over HTTPS with the admin kubeconfig the server writes, so each could run elsewhere unchanged.
 
 use std::path::Path;
@@ -14,7 +14,7 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Waits for the API server to be ready, then runs every component until `stop` turns true. A component that
 /// fails is logged and started again, as a supervisor would restart kube-controller-manager.
-pub async fn run(config: ServerConfig, stop: watch::Receiver<bool>) {
+pub async fn run(config: ServerConfig, node: crate::agent::NodeFlags, stop: watch::Receiver<bool>) {
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
     let client = tokio::select! {
         client = wait_for_api(&kubeconfig) => client,
@@ -48,7 +48,34 @@ pub async fn run(config: ServerConfig, stop: watch::Receiver<bool>) {
             )
         })
     };
-    tokio::join!(controllers, scheduler);
+    let agent = async {
+        if config.disable_agent {
+            return;
+        }
+        let Some(server_url) = server_url(&kubeconfig) else {
+            tracing::error!(kubeconfig = %kubeconfig.display(), "no server URL in the kubeconfig; no node agent");
+            return;
+        };
+        let settings = crate::agent::AgentSettings {
+            node_name: config.node_name.clone(),
+            agent_dir: config.data_dir.join("agent"),
+            node,
+            cluster_cidr: config.cluster_cidr.clone(),
+        };
+        let data_dir = config.data_dir.clone();
+        supervise("node agent", stop.clone(), || {
+            crate::agent::run_embedded(settings.clone(), &data_dir, &server_url, stop.clone())
+        })
+        .await
+    };
+    tokio::join!(controllers, scheduler, agent);
+}
+
+/// The `server:` line of the kubeconfig the API server wrote (its real port, on loopback).
+fn server_url(kubeconfig: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(kubeconfig).ok()?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_string))
 }
 
 /// Runs `start()` until `stop` turns true, starting it again after a pause when it ends with an error.
@@ -65,7 +92,11 @@ where
         }
         match result {
             Ok(()) => tracing::warn!(component = name, "stopped on its own; starting it again"),
-            Err(e) => tracing::error!(component = name, error = %e, "failed; starting it again"),
+            Err(e) => tracing::error!(
+                component = name,
+                error = format!("{e:#}"),
+                "failed; starting it again"
+            ),
         }
         tokio::select! {
             _ = tokio::time::sleep(RESTART_BACKOFF) => {}

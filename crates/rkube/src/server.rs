@@ -39,6 +39,9 @@ pub struct ServerArgs {
     /// LoadBalancer's ingress is the Ready nodes' InternalIPs.
     #[arg(long, value_name = "CIDR|A-B", value_delimiter = ',', value_parser = lb_pool_entry)]
     lb_ip_pool: Vec<String>,
+    /// The embedded node agent's flags.
+    #[command(flatten)]
+    node: crate::agent::NodeFlags,
 }
 
 impl ServerArgs {
@@ -70,13 +73,14 @@ fn lb_pool_entry(entry: &str) -> Result<String, String> {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let node = args.node.clone();
     let config = args.into_config();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         // One stop signal for everything in the process: the control-plane components stop first (their
         // watches end), then the API server drains.
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let components = tokio::spawn(crate::components::run(config.clone(), stopped));
+        let components = tokio::spawn(crate::components::run(config.clone(), node, stopped));
         let result = rkube_apiserver::server::run(config, async move {
             shutdown_signal().await;
             let _ = stop.send(true);
@@ -88,7 +92,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
