@@ -20,7 +20,9 @@ async fn start_dns(upstreams: Vec<SocketAddr>) -> (SocketAddr, watch::Sender<boo
     config.upstreams = upstreams;
     let listeners = Listeners::bind(&config.listen).await.expect("bind");
     let addr = listeners.local_addrs()[0];
-    let handler = config.handler(Arc::new(RwLock::new(Default::default()))).expect("handler");
+    let handler = config
+        .handler(Arc::new(RwLock::new(Default::default())))
+        .expect("handler");
     let (tx, rx) = watch::channel(false);
     tokio::spawn(server::serve(listeners, handler, rx));
     (addr, tx)
@@ -48,7 +50,12 @@ async fn forwards_outside_names_and_caches_the_answers() {
     // A negative answer is passed on with the upstream's SOA, and cached too.
     let missing = client.query("missing.example.test.", RecordType::A).await;
     assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
-    assert!(missing.authorities.iter().any(|r| r.record_type() == RecordType::SOA));
+    assert!(
+        missing
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    );
     let before = upstream.count();
     let missing = client.query("missing.example.test.", RecordType::A).await;
     assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
@@ -64,11 +71,17 @@ async fn forwards_outside_names_and_caches_the_answers() {
 async fn a_dead_upstream_is_skipped() {
     let upstream = Upstream::start().await;
     let (dns, _stop) = start_dns(vec![dead_upstream(), upstream.addr]).await;
-    let m = Dns::udp(dns).await.query("www.example.test.", RecordType::A).await;
+    let m = Dns::udp(dns)
+        .await
+        .query("www.example.test.", RecordType::A)
+        .await;
     assert_eq!(answers(&m), ["192.0.2.10"]);
 
     let (dns, _stop2) = start_dns(vec![dead_upstream()]).await;
-    let m = Dns::udp(dns).await.query("www.example.test.", RecordType::A).await;
+    let m = Dns::udp(dns)
+        .await
+        .query("www.example.test.", RecordType::A)
+        .await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }
 
@@ -78,7 +91,10 @@ async fn large_answers_come_whole_over_tcp_and_truncated_over_udp() {
     let (dns, _stop) = start_dns(vec![upstream.addr]).await;
 
     // The upstream's UDP answer is truncated at our advertised 1232 bytes; we fetch it again over TCP.
-    let m = Dns::tcp(dns).await.query("big.example.test.", RecordType::A).await;
+    let m = Dns::tcp(dns)
+        .await
+        .query("big.example.test.", RecordType::A)
+        .await;
     assert_eq!(m.answers.len(), 100);
     assert!(!m.metadata.truncation);
 
@@ -86,7 +102,10 @@ async fn large_answers_come_whole_over_tcp_and_truncated_over_udp() {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut query = hickory_proto::op::Message::query();
     query.metadata.recursion_desired = true;
-    query.add_query(hickory_proto::op::Query::query(common::name("big.example.test."), RecordType::A));
+    query.add_query(hickory_proto::op::Query::query(
+        common::name("big.example.test."),
+        RecordType::A,
+    ));
     socket.send_to(&query.to_vec().unwrap(), dns).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), socket.recv_from(&mut buf))

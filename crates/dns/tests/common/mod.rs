@@ -54,7 +54,13 @@ impl ApiServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let child = Command::new(rkube_binary())
-            .args(["server", "--listen", "127.0.0.1:0", "--disable-agent", "--data-dir"])
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--disable-agent",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(log)
@@ -71,7 +77,11 @@ impl ApiServer {
     pub async fn client(&mut self) -> kube::Client {
         let start = Instant::now();
         loop {
-            assert!(start.elapsed() < DEADLINE, "server not ready in time:\n{}", self.log());
+            assert!(
+                start.elapsed() < DEADLINE,
+                "server not ready in time:\n{}",
+                self.log()
+            );
             if let Some(status) = self.child.try_wait().expect("server status") {
                 panic!("server exited with {status}:\n{}", self.log());
             }
@@ -103,7 +113,9 @@ pub async fn wait_for<T, O: std::fmt::Debug, Fut: Future<Output = Result<T, O>>>
     loop {
         match probe().await {
             Ok(v) => return v,
-            Err(last) if start.elapsed() > DEADLINE => panic!("timed out waiting for {what}; last seen: {last:?}"),
+            Err(last) if start.elapsed() > DEADLINE => {
+                panic!("timed out waiting for {what}; last seen: {last:?}")
+            }
             Err(_) => sleep(Duration::from_millis(100)).await,
         }
     }
@@ -129,8 +141,12 @@ impl Dns {
     }
 
     pub async fn tcp(server: SocketAddr) -> Dns {
-        let (stream, sender) =
-            TcpClientStream::new(server, None, Some(Duration::from_secs(5)), TokioRuntimeProvider::default());
+        let (stream, sender) = TcpClientStream::new(
+            server,
+            None,
+            Some(Duration::from_secs(5)),
+            TokioRuntimeProvider::default(),
+        );
         let stream = tokio::time::timeout(Duration::from_secs(5), stream)
             .await
             .expect("TCP connect in time")
@@ -197,7 +213,11 @@ struct UpstreamHandler {
 
 #[async_trait::async_trait]
 impl RequestHandler for UpstreamHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut handle: R,
+    ) -> ResponseInfo {
         self.queries.fetch_add(1, Ordering::SeqCst);
         let query = &request.queries.queries()[0];
         let qname = query.original().name().clone();
@@ -216,7 +236,15 @@ impl RequestHandler for UpstreamHandler {
             _ => metadata.response_code = ResponseCode::NXDomain,
         }
         if answers.is_empty() {
-            let soa = SOA::new(name("ns.example.test."), name("admin.example.test."), 1, 60, 60, 60, 60);
+            let soa = SOA::new(
+                name("ns.example.test."),
+                name("admin.example.test."),
+                1,
+                60,
+                60,
+                60,
+                60,
+            );
             authorities.push(Record::from_rdata(name("example.test."), 60, RData::SOA(soa)));
         }
         let edns = request.edns.clone();
