@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 
 mod api;
+mod pod_startup;
 mod scheduler;
 mod store;
 
@@ -28,6 +29,8 @@ enum Command {
     Api(api::ApiArgs),
     /// The scheduler's binding rate with the real API server on simulated nodes (SchedulingBasic's shape).
     Scheduler(scheduler::SchedulerArgs),
+    /// Pods created at once on a real node until Running and Ready; the agent's idle memory.
+    PodStartup(pod_startup::PodStartupArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::Store(args) => runtime.block_on(store::run(args)),
         Command::Api(args) => runtime.block_on(api::run(args)),
         Command::Scheduler(args) => runtime.block_on(scheduler::run(args)),
+        Command::PodStartup(args) => runtime.block_on(pod_startup::run(args)),
     }
 }

@@ -52,6 +52,7 @@ pub struct NodeCluster {
     pod_uids: Arc<Mutex<BTreeSet<String>>>,
     uid_watch: Option<Child>,
     server_args: Vec<String>,
+    binary: PathBuf,
     torn_down: bool,
     // Dropped last: everything above lives in these namespaces.
     net: TestNet,
@@ -65,6 +66,16 @@ impl NodeCluster {
 
     /// `nodes` nodes, the registry on the underlay, extra `rkube server` flags.
     pub fn start(nodes: usize, place: RegistryPlace, server_args: &[&str]) -> NodeCluster {
+        NodeCluster::start_using(&rkube_binary(), nodes, place, server_args)
+    }
+
+    /// [`NodeCluster::start`] with another `rkube` binary (benchmarks run a release build).
+    pub fn start_using(
+        binary: &Path,
+        nodes: usize,
+        place: RegistryPlace,
+        server_args: &[&str],
+    ) -> NodeCluster {
         assert!(
             nix::unistd::Uid::effective().is_root(),
             "real-node tests need root (containers, namespaces, cgroups)"
@@ -97,6 +108,7 @@ impl NodeCluster {
             pod_uids: Arc::default(),
             uid_watch: None,
             server_args: server_args.iter().map(|s| s.to_string()).collect(),
+            binary: binary.to_path_buf(),
             torn_down: false,
             net,
         };
@@ -173,7 +185,7 @@ impl NodeCluster {
             .append(true)
             .open(self.log_path(i))
             .expect("node log");
-        let mut cmd = netns::command_in(self.node_ns(i), rkube_binary());
+        let mut cmd = netns::command_in(self.node_ns(i), &self.binary);
         if i == 0 {
             // A kubeconfig left by an earlier start must not be mistaken for this one.
             let _ = std::fs::remove_file(self.kubeconfig());
@@ -356,6 +368,11 @@ impl NodeCluster {
     /// `busybox wget` from inside node `i`'s namespace.
     pub fn http_get(&self, i: usize, url: &str) -> Output {
         netns::http_get(self.node_ns(i), url)
+    }
+
+    /// The process id of node `i`'s `rkube` (nsenter execs it, so this is rkube itself).
+    pub fn node_pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().map(Child::id)
     }
 
     /// Stops node `i`'s process (SIGTERM, then SIGKILL); containers keep running. Returns whether it
