@@ -17,6 +17,7 @@
 //!   `@cluster-ips` rejects undefined ports of live ClusterIPs; the rest of the service CIDR is dropped.
 //! - nat postrouting 100 → `masquerading`: hairpin (`@hairpin-endpoints`: a DNATed packet whose source
 //!   is its own endpoint), marked packets (`fully-random`), and pod traffic leaving the cluster CIDR.
+//!
 //! Endpoints get per-endpoint chains only with session affinity: 1,000 services × 10 endpoints stay ~2,000
 //! chains, which keeps both the full load and nft's per-transaction cache fetch fast.
 

@@ -98,6 +98,8 @@ pub enum ProxyError {
     WatchEnded,
 }
 
+// Each event is moved once through the channel; boxing would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Change {
     Service(watcher::Event<Service>),
     Slice(watcher::Event<EndpointSlice>),
@@ -430,6 +432,10 @@ mod tests {
         }
     }
 
+    fn svc_event(event: watcher::Event<Service>) -> Change {
+        Change::Service(event)
+    }
+
     fn node() -> NodeInfo {
         ProxyConfig::new("n1", vec![], "10.42.0.0/16", "10.43.0.0/16")
             .node_info()
@@ -440,12 +446,9 @@ mod tests {
     async fn full_sync_waits_for_both_lists_then_diffs_and_a_failure_forces_a_full_sync() {
         let kernel = Arc::new(RecordingKernel::default());
         let mut proxy = Proxy::new(node(), kernel.clone());
-        proxy.observe(Change::Service(watcher::Event::Init));
-        proxy.observe(Change::Service(watcher::Event::InitApply(service(
-            "a",
-            "10.43.0.5",
-        ))));
-        proxy.observe(Change::Service(watcher::Event::InitDone));
+        proxy.observe(svc_event(watcher::Event::Init));
+        proxy.observe(svc_event(watcher::Event::InitApply(service("a", "10.43.0.5"))));
+        proxy.observe(svc_event(watcher::Event::InitDone));
         proxy.sync().await;
         assert!(
             kernel.scripts.lock().unwrap().is_empty(),
@@ -460,7 +463,7 @@ mod tests {
         assert!(scripts[0].starts_with("add table ip rkube\ndelete table ip rkube\n"));
         assert!(scripts[0].contains("10.43.0.5 . tcp . 80 : goto reject-chain"));
 
-        proxy.observe(Change::Service(watcher::Event::Apply(service("b", "10.43.0.6"))));
+        proxy.observe(svc_event(watcher::Event::Apply(service("b", "10.43.0.6"))));
         proxy.sync().await;
         let last = kernel.scripts.lock().unwrap().last().cloned().unwrap();
         assert_eq!(
@@ -470,7 +473,7 @@ mod tests {
         );
 
         kernel.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
-        proxy.observe(Change::Service(watcher::Event::Delete(service("b", "10.43.0.6"))));
+        proxy.observe(svc_event(watcher::Event::Delete(service("b", "10.43.0.6"))));
         proxy.sync().await;
         assert!(matches!(proxy.state, SyncState::FullSyncNeeded { .. }));
         proxy.sync().await;
