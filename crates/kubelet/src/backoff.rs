@@ -98,7 +98,11 @@ mod tests {
             let wait = b.remaining(&"c", failed_at, failed_at).expect("in back-off");
             waits.push(wait.as_secs());
             now = failed_at + wait;
-            assert_eq!(b.remaining(&"c", failed_at, now), None, "may restart once the delay passed");
+            assert_eq!(
+                b.remaining(&"c", failed_at, now),
+                None,
+                "may restart once the delay passed"
+            );
             b.next(&"c", now);
         }
         assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
@@ -113,7 +117,11 @@ mod tests {
         }
         assert_eq!(b.delay(&"c"), Some(Duration::from_secs(160)));
         let later = t0 + Duration::from_secs(4) + Duration::from_secs(601);
-        assert_eq!(b.remaining(&"c", later, later), None, "an expired entry does not hold back");
+        assert_eq!(
+            b.remaining(&"c", later, later),
+            None,
+            "an expired entry does not hold back"
+        );
         b.next(&"c", later);
         assert_eq!(b.delay(&"c"), Some(INITIAL));
         let t1 = later + Duration::from_secs(1);

@@ -100,7 +100,11 @@ pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
     sorted.sort_by_key(|s| s.metadata.name.clone());
     for svc in sorted {
         let Some(spec) = &svc.spec else { continue };
-        let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else {
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        else {
             continue;
         };
         let name = svc
@@ -120,9 +124,8 @@ pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
                 out.push((format!("{name}_SERVICE_PORT_{pname}"), p.port.to_string()));
             }
         }
-        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
-            p.protocol.as_deref().unwrap_or("TCP").to_string()
-        };
+        let proto =
+            |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.as_deref().unwrap_or("TCP").to_string();
         out.push((
             format!("{name}_PORT"),
             format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
@@ -442,12 +445,23 @@ mod tests {
     fn value_from_every_source() {
         let p = pod();
         let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "cfg"}, "data": {"mode": "fast"}})).unwrap();
-        let mut secret = Secret::default();
-        secret.data = Some(BTreeMap::from([("pw".to_string(), ByteString(b"hunter2".to_vec()))]));
+            "metadata": {"name": "cfg"}, "data": {"mode": "fast"}}))
+        .unwrap();
+        let secret = Secret {
+            data: Some(BTreeMap::from([(
+                "pw".to_string(),
+                ByteString(b"hunter2".to_vec()),
+            )])),
+            ..Default::default()
+        };
         let cms = BTreeMap::from([("cfg".to_string(), cm)]);
         let secrets = BTreeMap::from([("db".to_string(), secret)]);
-        let services = [service("default", "kubernetes", "10.43.0.1", serde_json::json!([{"name": "https", "port": 443}]))];
+        let services = [service(
+            "default",
+            "kubernetes",
+            "10.43.0.1",
+            serde_json::json!([{"name": "https", "port": 443}]),
+        )];
         let src = EnvSources {
             pod: &p,
             host_ip: "192.168.1.2",

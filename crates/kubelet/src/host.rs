@@ -29,7 +29,10 @@ pub struct Pressure {
 }
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default().trim().to_string()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// `MemTotal` or another `/proc/meminfo` field, in bytes.
@@ -61,8 +64,8 @@ pub fn runc_version_from(output: &str) -> Option<String> {
 pub fn disk(path: &Path) -> (u64, u64) {
     match nix::sys::statvfs::statvfs(path) {
         Ok(s) => {
-            let frag = s.fragment_size() as u64;
-            (s.blocks() as u64 * frag, s.blocks_available() as u64 * frag)
+            let frag = s.fragment_size();
+            (s.blocks() * frag, s.blocks_available() * frag)
         }
         Err(_) => (0, 0),
     }
@@ -77,7 +80,9 @@ pub fn facts(data_dir: &Path, runc: &Path) -> HostFacts {
         .and_then(|o| runc_version_from(&String::from_utf8_lossy(&o.stdout)))
         .unwrap_or_else(|| "unknown".into());
     HostFacts {
-        cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         memory_bytes: meminfo(&read("/proc/meminfo"), "MemTotal").unwrap_or(0),
         ephemeral_storage_bytes: disk(data_dir).0,
         kernel_version: read("/proc/sys/kernel/osrelease"),
@@ -96,7 +101,12 @@ pub fn pressure(data_dir: &Path) -> Pressure {
     let pids = std::fs::read_dir("/proc")
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
                 .count() as u64
         })
         .unwrap_or(0);
@@ -122,7 +132,12 @@ pub fn detect_node_ip() -> IpAddr {
     let mut first = None;
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
-            let Some(ip) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()).map(|s| s.ip()) else {
+            let Some(ip) = a
+                .address
+                .as_ref()
+                .and_then(|s| s.as_sockaddr_in())
+                .map(|s| s.ip())
+            else {
                 continue;
             };
             if ip.is_loopback() {

@@ -13,10 +13,12 @@ pub mod host;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod probe;
 pub mod resources;
 pub mod server;
 pub mod status;
 pub mod volumes;
+pub mod worker;
 
 use std::path::PathBuf;
 

@@ -43,10 +43,7 @@ const FIELD_MANAGER: &str = "kubelet";
 pub enum NodeError {
     /// The API refused or failed a request.
     #[error("{what}: {source}")]
-    Api {
-        what: &'static str,
-        source: kube::Error,
-    },
+    Api { what: &'static str, source: kube::Error },
     /// The agent was stopped before the node got its pod CIDR.
     #[error("stopped while waiting for the node's pod CIDR")]
     Stopped,
@@ -114,7 +111,10 @@ pub fn node_status(inputs: &NodeInputs, old: &[NodeCondition], now: &Time) -> No
     let f = &inputs.facts;
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(f.cpus.to_string())),
-        ("memory".to_string(), Quantity(format!("{}Ki", f.memory_bytes / 1024))),
+        (
+            "memory".to_string(),
+            Quantity(format!("{}Ki", f.memory_bytes / 1024)),
+        ),
         ("pods".to_string(), Quantity(MAX_PODS.to_string())),
         (
             "ephemeral-storage".to_string(),
@@ -129,9 +129,15 @@ pub fn node_status(inputs: &NodeInputs, old: &[NodeCondition], now: &Time) -> No
             "MemoryPressure",
             p.memory,
             if p.memory {
-                ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+                (
+                    "KubeletHasInsufficientMemory",
+                    "kubelet has insufficient memory available",
+                )
             } else {
-                ("KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+                (
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                )
             },
             now,
         ),
@@ -151,7 +157,10 @@ pub fn node_status(inputs: &NodeInputs, old: &[NodeCondition], now: &Time) -> No
             "PIDPressure",
             p.pid,
             if p.pid {
-                ("KubeletHasInsufficientPID", "kubelet has insufficient PID available")
+                (
+                    "KubeletHasInsufficientPID",
+                    "kubelet has insufficient PID available",
+                )
             } else {
                 ("KubeletHasSufficientPID", "kubelet has sufficient PID available")
             },
@@ -322,7 +331,11 @@ impl NodeAgent {
             .unwrap_or_default()
             .into_iter()
             .map(|i| {
-                let repo = i.reference.rsplit_once(':').map(|(r, _)| r).unwrap_or(&i.reference);
+                let repo = i
+                    .reference
+                    .rsplit_once(':')
+                    .map(|(r, _)| r)
+                    .unwrap_or(&i.reference);
                 ContainerImage {
                     names: Some(vec![format!("{repo}@{}", i.manifest_digest), i.reference.clone()]),
                     size_bytes: Some(i.size as i64),
@@ -421,7 +434,11 @@ impl NodeAgent {
         let patch = Patch::Merge(json!({ "spec": {
             "renewTime": micro_now(), "holderIdentity": self.name,
             "leaseDurationSeconds": LEASE_DURATION_SECONDS } }));
-        match self.leases.patch(&self.name, &PatchParams::default(), &patch).await {
+        match self
+            .leases
+            .patch(&self.name, &PatchParams::default(), &patch)
+            .await
+        {
             Err(e) if is_status(&e, 404) => {
                 let uid = self.state.lock().uid.clone();
                 let lease = lease_object(&self.name, uid.as_deref(), &micro_now());
@@ -466,9 +483,16 @@ impl NodeAgent {
     }
 
     /// Waits for node IPAM to give the node `spec.podCIDR`.
-    pub async fn wait_pod_cidr(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<String, NodeError> {
+    pub async fn wait_pod_cidr(
+        &self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<String, NodeError> {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
-        let mut events = std::pin::pin!(watcher(self.nodes.clone(), config).default_backoff().applied_objects());
+        let mut events = std::pin::pin!(
+            watcher(self.nodes.clone(), config)
+                .default_backoff()
+                .applied_objects()
+        );
         loop {
             tokio::select! {
                 e = events.next() => match e {
@@ -516,7 +540,12 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a NodeStatus, t: &str) -> &'a NodeCondition {
-        s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap()
+        s.conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
     }
 
     #[test]
@@ -533,23 +562,40 @@ mod tests {
         assert_eq!(info.kernel_version, "6.18.0");
         assert_eq!(s.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
         let addrs = s.addresses.unwrap();
-        assert_eq!((addrs[0].type_.as_str(), addrs[0].address.as_str()), ("InternalIP", "192.168.1.2"));
-        assert_eq!((addrs[1].type_.as_str(), addrs[1].address.as_str()), ("Hostname", "n1"));
+        assert_eq!(
+            (addrs[0].type_.as_str(), addrs[0].address.as_str()),
+            ("InternalIP", "192.168.1.2")
+        );
+        assert_eq!(
+            (addrs[1].type_.as_str(), addrs[1].address.as_str()),
+            ("Hostname", "n1")
+        );
     }
 
     #[test]
     fn ready_waits_for_the_network_and_keeps_transition_times() {
         let s1 = node_status(&inputs(false), &[], &at(10));
         let ready = cond(&s1, "Ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("KubeletNotReady")));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("KubeletNotReady"))
+        );
         assert_eq!(cond(&s1, "MemoryPressure").status, "False");
         let s2 = node_status(&inputs(true), s1.conditions.as_ref().unwrap(), &at(20));
         assert_eq!(cond(&s2, "Ready").status, "True");
         assert_eq!(cond(&s2, "Ready").last_transition_time, Some(at(20)));
-        assert_eq!(cond(&s2, "DiskPressure").last_transition_time, Some(at(10)), "unchanged");
+        assert_eq!(
+            cond(&s2, "DiskPressure").last_transition_time,
+            Some(at(10)),
+            "unchanged"
+        );
         let s3 = node_status(&inputs(true), s2.conditions.as_ref().unwrap(), &at(30));
         assert_eq!(cond(&s3, "Ready").last_heartbeat_time, Some(at(30)));
-        assert_eq!(without_heartbeats(&s2), without_heartbeats(&s3), "a heartbeat is not a change");
+        assert_eq!(
+            without_heartbeats(&s2),
+            without_heartbeats(&s3),
+            "a heartbeat is not a change"
+        );
     }
 
     #[test]
@@ -558,7 +604,11 @@ mod tests {
         let labels = n.metadata.labels.unwrap();
         assert_eq!(labels["kubernetes.io/hostname"], "n1");
         assert_eq!(labels["zone"], "a");
-        let l = lease_object("n1", Some("uid-1"), &MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        let l = lease_object(
+            "n1",
+            Some("uid-1"),
+            &MicroTime(k8s_openapi::jiff::Timestamp::now()),
+        );
         assert_eq!(l.spec.unwrap().lease_duration_seconds, Some(40));
         assert_eq!(l.metadata.owner_references.unwrap()[0].kind, "Node");
     }

@@ -92,7 +92,10 @@ pub fn resource_field(
         ("requests", "memory") => get(c, "requests", "memory").unwrap_or(0.0),
         (_, name) => get(c, which, name).unwrap_or(0.0),
     };
-    let divisor = divisor.and_then(parse_quantity).filter(|d| *d > 0.0).unwrap_or(1.0);
+    let divisor = divisor
+        .and_then(parse_quantity)
+        .filter(|d| *d > 0.0)
+        .unwrap_or(1.0);
     Some(format!("{}", (value / divisor - 1e-9).ceil().max(0.0) as i64))
 }
 
@@ -129,15 +132,31 @@ mod tests {
         assert_eq!(best_effort.cpu_quota, None);
         assert_eq!(best_effort.memory_limit, None);
         let limit_only = limits(&container(serde_json::json!({"limits": {"cpu": "1"}})));
-        assert_eq!(limit_only.cpu_shares, Some(1024), "a limit without a request is the request");
+        assert_eq!(
+            limit_only.cpu_shares,
+            Some(1024),
+            "a limit without a request is the request"
+        );
     }
 
     #[test]
     fn resource_fields_round_up_and_default_to_the_node() {
         let c = container(serde_json::json!({"limits": {"memory": "64Mi"}, "requests": {"cpu": "250m"}}));
-        assert_eq!(resource_field(&c, "limits.memory", Some("1Mi"), 4.0, 8e9).as_deref(), Some("64"));
-        assert_eq!(resource_field(&c, "requests.cpu", None, 4.0, 8e9).as_deref(), Some("1"));
-        assert_eq!(resource_field(&c, "requests.cpu", Some("1m"), 4.0, 8e9).as_deref(), Some("250"));
-        assert_eq!(resource_field(&c, "limits.cpu", None, 4.0, 8e9).as_deref(), Some("4"));
+        assert_eq!(
+            resource_field(&c, "limits.memory", Some("1Mi"), 4.0, 8e9).as_deref(),
+            Some("64")
+        );
+        assert_eq!(
+            resource_field(&c, "requests.cpu", None, 4.0, 8e9).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            resource_field(&c, "requests.cpu", Some("1m"), 4.0, 8e9).as_deref(),
+            Some("250")
+        );
+        assert_eq!(
+            resource_field(&c, "limits.cpu", None, 4.0, 8e9).as_deref(),
+            Some("4")
+        );
     }
 }

@@ -58,8 +58,14 @@ impl Termination {
 pub enum Current {
     /// No attempt exists (or it is being replaced): `reason` is `ContainerCreating`, `PodInitializing`,
     /// `ErrImagePull`, `ImagePullBackOff`, `CrashLoopBackOff`, `CreateContainerConfigError` …
-    Waiting { reason: String, message: Option<String> },
-    Running { container_id: String, started_at: Option<Time> },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        container_id: String,
+        started_at: Option<Time>,
+    },
     Terminated(Termination),
 }
 
@@ -354,10 +360,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: &Time) -> PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
         host_ip: view.host_ip.clone(),
-        host_ips: view
-            .host_ip
-            .as_ref()
-            .map(|ip| vec![HostIP { ip: ip.clone() }]),
+        host_ips: view.host_ip.as_ref().map(|ip| vec![HostIP { ip: ip.clone() }]),
         pod_ip: view.pod_ips.first().cloned(),
         pod_ips: (!view.pod_ips.is_empty())
             .then(|| view.pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
@@ -450,7 +453,12 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a PodStatus, t: &str) -> &'a PodCondition {
-        s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap()
+        s.conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
     }
 
     #[test]
@@ -484,7 +492,10 @@ mod tests {
         let ready = cond(&s1, "Ready");
         assert_eq!(ready.status, "False");
         assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
-        assert_eq!(ready.message.as_deref(), Some("containers with unready status: [b]"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("containers with unready status: [b]")
+        );
         p.status = Some(s1.clone());
         let s2 = pod_status(&p, &view(vec![running("a", true), running("b", false)]), &at(40));
         assert_eq!(cond(&s2, "Ready").last_transition_time, Some(at(30)));
@@ -505,7 +516,10 @@ mod tests {
         assert_eq!(phase(&pod("Never"), &view(failed.clone())), "Failed");
         assert_eq!(phase(&pod("OnFailure"), &view(failed)), "Running");
         assert_eq!(
-            phase(&pod("Always"), &view(vec![running("a", true), waiting("b", "ContainerCreating")])),
+            phase(
+                &pod("Always"),
+                &view(vec![running("a", true), waiting("b", "ContainerCreating")])
+            ),
             "Pending"
         );
         let mut looping = waiting("b", "CrashLoopBackOff");
@@ -523,7 +537,10 @@ mod tests {
     #[test]
     fn init_containers_gate_the_pod() {
         let p = pod("Always");
-        let mut v = view(vec![waiting("a", "PodInitializing"), waiting("b", "PodInitializing")]);
+        let mut v = view(vec![
+            waiting("a", "PodInitializing"),
+            waiting("b", "PodInitializing"),
+        ]);
         v.init_containers = vec![exited("setup", 0), running("migrate", false)];
         let s = pod_status(&p, &v, &at(30));
         assert_eq!(s.phase.as_deref(), Some("Pending"));
@@ -537,7 +554,11 @@ mod tests {
         let mut v = view(vec![waiting("a", "PodInitializing")]);
         v.init_containers = vec![exited("setup", 2)];
         assert_eq!(phase(&pod("Never"), &v), "Failed");
-        assert_eq!(phase(&pod("Always"), &v), "Pending", "retried with other policies");
+        assert_eq!(
+            phase(&pod("Always"), &v),
+            "Pending",
+            "retried with other policies"
+        );
     }
 
     #[test]
@@ -546,8 +567,16 @@ mod tests {
         let s = pod_status(&p, &view(vec![exited("a", 0), exited("b", 0)]), &at(30));
         assert_eq!(s.phase.as_deref(), Some("Succeeded"));
         let ready = cond(&s, "Ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
-        let t = s.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("PodCompleted"))
+        );
+        let t = s.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
         assert_eq!(t.reason.as_deref(), Some("Completed"));
     }
 

@@ -120,7 +120,10 @@ pub fn plan(pod: &Pod, pod_dir: &Path) -> Result<Vec<PlannedVolume>, VolumeError
                 path: PathBuf::from(&h.path),
             });
             continue;
-        } else if v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()
+        } else if v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
         {
             VolumeKind::Files
         } else {
@@ -290,7 +293,9 @@ pub fn files(pod: &Pod, v: &Volume, src: &FileSources<'_>) -> Result<Vec<VolumeF
             }
             if let Some(s) = &source.secret {
                 match src.secrets.get(&s.name) {
-                    Some(secret) => key_files(&s.name, secret_data(secret), s.items.as_ref(), mode, &mut out)?,
+                    Some(secret) => {
+                        key_files(&s.name, secret_data(secret), s.items.as_ref(), mode, &mut out)?
+                    }
                     None if s.optional == Some(true) => {}
                     None => return Err(VolumeError::SecretNotFound(s.name.clone())),
                 }
@@ -389,7 +394,8 @@ pub fn materialize(v: &PlannedVolume, files: &[VolumeFile]) -> Result<(), Volume
             let staging = v.path.with_extension("staging");
             let _ = std::fs::remove_dir_all(&staging);
             std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755)).map_err(io(&staging))?;
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))
+                .map_err(io(&staging))?;
             for f in files {
                 let path = staging.join(&f.path);
                 if let Some(parent) = path.parent() {
@@ -507,7 +513,10 @@ mod tests {
     fn plans_each_volume_kind() {
         let p = pod();
         let plan = plan(&p, Path::new("/data/pods/u1")).unwrap();
-        assert_eq!(plan[0].path, Path::new("/data/pods/u1/volumes/kubernetes.io~empty-dir/scratch"));
+        assert_eq!(
+            plan[0].path,
+            Path::new("/data/pods/u1/volumes/kubernetes.io~empty-dir/scratch")
+        );
         assert_eq!(
             plan[0].kind,
             VolumeKind::EmptyDir {
@@ -515,13 +524,19 @@ mod tests {
                 size_limit: Some(64 << 20)
             }
         );
-        assert_eq!(plan[1].path, Path::new("/data/pods/u1/volumes/kubernetes.io~configmap/cfg"));
+        assert_eq!(
+            plan[1].path,
+            Path::new("/data/pods/u1/volumes/kubernetes.io~configmap/cfg")
+        );
         assert_eq!(plan[2].path, Path::new("/var/log"));
         assert_eq!(plan[4].kind, VolumeKind::Files);
         let mounts = container_mounts(&p.spec.as_ref().unwrap().containers[0], &plan).unwrap();
         assert_eq!(mounts.len(), 4);
         assert_eq!(mounts[2].source, plan[1].path.join("one.conf"));
-        assert!(mounts[1].read_only && mounts[2].read_only, "configMap volumes are read-only");
+        assert!(
+            mounts[1].read_only && mounts[2].read_only,
+            "configMap volumes are read-only"
+        );
         assert!(!mounts[0].read_only && !mounts[3].read_only);
     }
 
@@ -529,8 +544,14 @@ mod tests {
     fn files_of_configmap_downward_and_projected_volumes() {
         let p = pod();
         let cms = BTreeMap::from([
-            ("app".to_string(), cm("app", serde_json::json!({"one": "1", "two": "2"}))),
-            ("kube-root-ca.crt".to_string(), cm("kube-root-ca.crt", serde_json::json!({"ca.crt": "PEM"}))),
+            (
+                "app".to_string(),
+                cm("app", serde_json::json!({"one": "1", "two": "2"})),
+            ),
+            (
+                "kube-root-ca.crt".to_string(),
+                cm("kube-root-ca.crt", serde_json::json!({"ca.crt": "PEM"})),
+            ),
         ]);
         let secrets = BTreeMap::new();
         let src = FileSources {
@@ -543,7 +564,10 @@ mod tests {
         let volumes = &p.spec.as_ref().unwrap().volumes.as_ref().unwrap().clone();
         let cfg = files(&p, &volumes[1], &src).unwrap();
         assert_eq!(cfg.len(), 1, "only the listed item");
-        assert_eq!((cfg[0].path.to_str(), cfg[0].content.as_slice()), (Some("one.conf"), &b"1"[..]));
+        assert_eq!(
+            (cfg[0].path.to_str(), cfg[0].content.as_slice()),
+            (Some("one.conf"), &b"1"[..])
+        );
         let info = files(&p, &volumes[3], &src).unwrap();
         assert_eq!(info[0].content, b"app=\"web\"");
         assert_eq!(info[1].content, b"web");
@@ -551,13 +575,19 @@ mod tests {
         let names: Vec<_> = sa.iter().map(|f| f.path.to_str().unwrap()).collect();
         assert_eq!(names, ["token", "ca.crt", "namespace"]);
         let no_token = FileSources { token: None, ..src };
-        assert_eq!(files(&p, &volumes[4], &no_token).unwrap().len(), 2, "no token: skipped, not failed");
+        assert_eq!(
+            files(&p, &volumes[4], &no_token).unwrap().len(),
+            2,
+            "no token: skipped, not failed"
+        );
         let empty = BTreeMap::new();
         let missing = FileSources {
             config_maps: &empty,
             ..no_token
         };
-        assert!(matches!(files(&p, &volumes[1], &missing), Err(VolumeError::ConfigMapNotFound(n)) if n == "app"));
+        assert!(
+            matches!(files(&p, &volumes[1], &missing), Err(VolumeError::ConfigMapNotFound(n)) if n == "app")
+        );
     }
 
     #[test]

@@ -80,6 +80,8 @@ impl ImageStore {
 pub struct Puller {
     https: Client,
     http: Client,
+    /// Registries (`host:port`) pulled over plain HTTP although not on loopback (`--insecure-registry`).
+    insecure: Vec<String>,
 }
 
 impl Default for Puller {
@@ -106,11 +108,21 @@ impl Puller {
         Puller {
             https: client(ClientProtocol::Https),
             http: client(ClientProtocol::Http),
+            insecure: Vec::new(),
+        }
+    }
+
+    /// A puller that also uses plain HTTP for `registries` (`host:port`, as in image references).
+    pub fn with_insecure_registries(registries: Vec<String>) -> Puller {
+        Puller {
+            insecure: registries,
+            ..Puller::new()
         }
     }
 
     fn client_for(&self, reference: &Reference) -> &Client {
-        if is_plain_http(reference.resolve_registry()) {
+        let registry = reference.resolve_registry();
+        if is_plain_http(registry) || self.insecure.iter().any(|r| r == registry) {
             &self.http
         } else {
             &self.https
