@@ -191,6 +191,9 @@ pub struct Allocator {
     pool: Pool,
     owners: BTreeMap<IpAddr, String>,
     held: HashMap<String, BTreeSet<IpAddr>>,
+    /// How many addresses went back to the pool so far: a change tells the controller to retry the Services
+    /// that are waiting for one.
+    freed: u64,
 }
 
 impl Allocator {
@@ -233,6 +236,7 @@ impl Allocator {
         let held = self.held.remove(key).unwrap_or_default();
         for ip in held.difference(&keep) {
             self.owners.remove(ip);
+            self.freed += 1;
         }
         for &ip in &keep {
             self.claim(key, ip);
@@ -295,7 +299,13 @@ impl Allocator {
     pub fn release(&mut self, key: &str) {
         for ip in self.held.remove(key).unwrap_or_default() {
             self.owners.remove(&ip);
+            self.freed += 1;
         }
+    }
+
+    /// Counts every address ever given back (see [`Allocator::assign`] and [`Allocator::release`]).
+    pub fn freed(&self) -> u64 {
+        self.freed
     }
 
     /// The Service holding `ip`.
@@ -398,7 +408,15 @@ struct Shell {
     nodes: Store<Node>,
     recorder: EventRecorder,
     /// `None` without a pool: the node-address fallback.
-    alloc: Option<Mutex<Allocator>>,
+    pool: Option<Mutex<PoolState>>,
+    queue: Arc<WorkQueue>,
+}
+
+/// The allocator and the Services waiting for an address, under one lock so that an address freed by one
+/// worker cannot slip past a Service another worker is just adding to the waiting list.
+struct PoolState {
+    alloc: Allocator,
+    waiting: BTreeSet<String>,
 }
 
 pub fn start(ctx: Context) -> ControllerFuture {
@@ -419,7 +437,7 @@ async fn run(ctx: Context) -> Result<(), Error> {
     svc_informer.wait_synced().await;
     node_informer.wait_synced().await;
     let services = svc_informer.store().clone();
-    let alloc = (!pool.is_empty()).then(|| {
+    let pool = (!pool.is_empty()).then(|| {
         let mut alloc = Allocator::new(pool);
         // The oldest Service keeps an address two statuses claim.
         let mut existing: Vec<Arc<Service>> = services.state().into_iter().filter(|s| is_ours(s)).collect();
@@ -430,17 +448,21 @@ async fn run(ctx: Context) -> Result<(), Error> {
                 tracing::info!(service = %key_of(&*svc), ?refused, "addresses not kept: outside the pool or taken");
             }
         }
-        Mutex::new(alloc)
+        Mutex::new(PoolState {
+            alloc,
+            waiting: BTreeSet::new(),
+        })
     });
-    let node_fallback = alloc.is_none();
+    let node_fallback = pool.is_none();
+    let queue = WorkQueue::new();
     let shell = Arc::new(Shell {
         client: ctx.client.clone(),
         services: services.clone(),
         nodes: node_informer.store().clone(),
         recorder: ctx.recorder.for_component(NAME),
-        alloc,
+        pool,
+        queue: queue.clone(),
     });
-    let queue = WorkQueue::new();
     svc_informer.add_handler({
         let queue = queue.clone();
         move |c: &Change<Service>| queue.add(key_of(&**c.latest()))
@@ -468,14 +490,43 @@ async fn run(ctx: Context) -> Result<(), Error> {
 }
 
 impl Shell {
+    /// Runs `op` on the allocator (if there is a pool); `Err` puts `key` on the waiting list, and if `op` freed
+    /// an address every other waiting Service is synced again.
+    fn with_pool<R>(
+        &self,
+        key: &str,
+        op: impl FnOnce(&mut Allocator) -> Result<R, AllocationError>,
+    ) -> Option<Result<R, AllocationError>> {
+        let mut pool = self.pool.as_ref()?.lock();
+        let freed = pool.alloc.freed();
+        let result = op(&mut pool.alloc);
+        if result.is_err() {
+            pool.waiting.insert(key.to_string());
+        } else {
+            pool.waiting.remove(key);
+        }
+        if pool.alloc.freed() != freed {
+            let waiting = std::mem::take(&mut pool.waiting);
+            for other in waiting {
+                if other == key {
+                    pool.waiting.insert(other);
+                } else {
+                    self.queue.add(other);
+                }
+            }
+        }
+        Some(result)
+    }
+
     async fn sync(&self, key: &str) -> Result<Requeue, Error> {
         let (ns, name) = split_key(key);
         let ns = ns.unwrap_or("default");
         let svc = self.services.get(&ObjectRef::new(name).within(ns));
         let Some(svc) = svc.filter(|s| is_ours(s)) else {
-            if let Some(alloc) = &self.alloc {
-                alloc.lock().release(key);
-            }
+            self.with_pool(key, |alloc| {
+                alloc.release(key);
+                Ok(())
+            });
             // A Service that stopped being a LoadBalancer loses its ingress; one with a class is another
             // implementation's business.
             if let Some(svc) = self.services.get(&ObjectRef::new(name).within(ns)) {
@@ -491,7 +542,8 @@ impl Shell {
             return Ok(None);
         };
         let current = ingress_ips(&svc);
-        let (wanted, event) = match &self.alloc {
+        let assigned = self.with_pool(key, |alloc| request_of(&svc).and_then(|r| alloc.assign(key, &r)));
+        let (wanted, event) = match assigned {
             None => {
                 let wanted = node_ingress(&svc, &self.nodes.state());
                 let event = Event::normal(
@@ -500,24 +552,19 @@ impl Shell {
                 );
                 (wanted, event)
             }
-            Some(alloc) => {
-                let assigned = request_of(&svc).and_then(|r| alloc.lock().assign(key, &r));
-                match assigned {
-                    Ok(ips) => {
-                        let event = Event::normal("IPAllocated", format!("Assigned IP {}", quoted(&ips)));
-                        (ips, event)
-                    }
-                    Err(e) => {
-                        let message = format!("Failed to allocate IP for \"{key}\": {e}");
-                        let event = Event::warning("AllocationFailed", message);
-                        self.recorder.record(&svc.object_ref(&()), &event).await;
-                        if !current.is_empty() {
-                            self.write_ingress(ns, name, &[]).await?;
-                        }
-                        // Addresses may free up without this Service changing: look again later.
-                        return Ok(Some(std::time::Duration::from_secs(30)));
-                    }
+            Some(Ok(ips)) => {
+                let event = Event::normal("IPAllocated", format!("Assigned IP {}", quoted(&ips)));
+                (ips, event)
+            }
+            // On the waiting list now: tried again when an address is freed or the Service changes.
+            Some(Err(e)) => {
+                let message = format!("Failed to allocate IP for \"{key}\": {e}");
+                let event = Event::warning("AllocationFailed", message);
+                self.recorder.record(&svc.object_ref(&()), &event).await;
+                if !current.is_empty() {
+                    self.write_ingress(ns, name, &[]).await?;
                 }
+                return Ok(None);
             }
         };
         let ip_modes_ok = svc
