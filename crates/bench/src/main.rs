@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod pod_startup;
+mod proxy;
 mod scheduler;
 mod store;
 
@@ -31,6 +32,8 @@ enum Command {
     Scheduler(scheduler::SchedulerArgs),
     /// Pods created at once on a real node until Running and Ready; the agent's idle memory.
     PodStartup(pod_startup::PodStartupArgs),
+    /// The service proxy: full sync and API-write-to-kernel incremental sync of many Services (root; netns).
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Command::Api(args) => runtime.block_on(api::run(args)),
         Command::Scheduler(args) => runtime.block_on(scheduler::run(args)),
         Command::PodStartup(args) => runtime.block_on(pod_startup::run(args)),
+        Command::Proxy(args) => runtime.block_on(proxy::run(args)),
     }
 }
