@@ -64,7 +64,7 @@ impl ImageConfig {
     }
 
     pub fn load_digest(store: &ImageStore, config: &Digest) -> Result<ImageConfig, ImageConfigError> {
-        Ok(Self::parse(&store.read_blob(config)?)?)
+        Self::parse(&store.read_blob(config)?)
     }
 }
 
@@ -119,7 +119,10 @@ mod tests {
         // Command only: the image's Cmd is ignored too.
         assert_eq!(resolve_command(&img, &v(&["sh"]), &[]), v(&["sh"]));
         // Both.
-        assert_eq!(resolve_command(&img, &v(&["sh", "-c"]), &v(&["echo"])), v(&["sh", "-c", "echo"]));
+        assert_eq!(
+            resolve_command(&img, &v(&["sh", "-c"]), &v(&["echo"])),
+            v(&["sh", "-c", "echo"])
+        );
         let cmd_only = ImageConfig {
             cmd: v(&["httpd", "-f"]),
             ..Default::default()

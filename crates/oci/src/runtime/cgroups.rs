@@ -49,7 +49,9 @@ fn counter(file: &Path, key: &str) -> Option<u64> {
 /// Removes the cgroup from every hierarchy, then its parent if that became empty (the pod's cgroup).
 /// Best effort: a cgroup that still has tasks stays.
 pub(crate) fn remove(cgroup: &str) {
-    let parent = Path::new(cgroup).parent().map(|p| p.to_string_lossy().into_owned());
+    let parent = Path::new(cgroup)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned());
     for root in hierarchies() {
         rmdir_tree(&join(&root, cgroup));
         if let Some(parent) = &parent

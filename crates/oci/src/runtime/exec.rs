@@ -1,5 +1,7 @@
-//! Processes started in a running container with `runc exec`. With a terminal, the pty is ours: its
-//! slave side becomes the process's stdio and the master is what the caller reads, writes and resizes.
+//! Processes started in a running container with `runc exec`. With a terminal, runc allocates the
+//! container-side pty (`-t`) and copies between it and its own stdio, which is the slave side of a pty of
+//! ours: the caller reads, writes and resizes our master, and a resize reaches the container because runc
+//! re-reads its terminal's size on SIGWINCH.
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -25,6 +27,7 @@ pub struct ExecProcess {
     child: Child,
     pty: Option<Arc<OwnedFd>>,
     pid_file: PathBuf,
+    reaped: bool,
 }
 
 pub(crate) fn spawn(
@@ -36,12 +39,11 @@ pub(crate) fn spawn(
 ) -> Result<ExecProcess, RuntimeError> {
     let pid_file = dir.join(format!("exec-{}.pid", uuid_like()));
     let mut command = runc.command();
-    command
-        .arg("exec")
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg(id)
-        .args(cmd);
+    command.arg("exec").arg("--pid-file").arg(&pid_file);
+    if tty {
+        command.arg("-t");
+    }
+    command.arg(id).args(cmd);
     if tty {
         let pty = nix::pty::openpty(None, None).map_err(sys_err("openpty"))?;
         let slave = File::from(pty.slave);
@@ -62,9 +64,13 @@ pub(crate) fn spawn(
             child,
             pty: Some(Arc::new(OwnedFd::from(resize))),
             pid_file,
+            reaped: false,
         })
     } else {
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().map_err(io_err(runc.binary()))?;
         Ok(ExecProcess {
             stdin: child.stdin.take().map(|s| File::from(OwnedFd::from(s))),
@@ -73,6 +79,7 @@ pub(crate) fn spawn(
             child,
             pty: None,
             pid_file,
+            reaped: false,
         })
     }
 }
@@ -85,13 +92,18 @@ fn uuid_like() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl ExecProcess {
     /// Waits for the process; its exit code (128 + signal when killed by one).
     pub fn wait(&mut self) -> Result<i32, RuntimeError> {
         let status = self.child.wait().map_err(io_err(Path::new("runc exec")))?;
+        self.reaped = true;
         let _ = fs::remove_file(&self.pid_file);
         Ok(exit_code(status))
     }
@@ -100,6 +112,7 @@ impl ExecProcess {
     pub fn try_wait(&mut self) -> Result<Option<i32>, RuntimeError> {
         let status = self.child.try_wait().map_err(io_err(Path::new("runc exec")))?;
         if status.is_some() {
+            self.reaped = true;
             let _ = fs::remove_file(&self.pid_file);
         }
         Ok(status.map(exit_code))
@@ -108,6 +121,9 @@ impl ExecProcess {
     /// Sets the terminal size (no-op without a terminal).
     pub fn resize(&self, width: u16, height: u16) -> Result<(), RuntimeError> {
         let Some(pty) = &self.pty else { return Ok(()) };
+        if width == 0 || height == 0 {
+            return Ok(());
+        }
         let size = rustix::termios::Winsize {
             ws_row: height,
             ws_col: width,
@@ -117,7 +133,13 @@ impl ExecProcess {
         rustix::termios::tcsetwinsize(pty.as_ref(), size).map_err(|e| RuntimeError::Sys {
             op: "resize terminal".into(),
             source: nix::Error::from_raw(e.raw_os_error()),
-        })
+        })?;
+        // Our pty is nobody's controlling terminal, so the kernel signals no one: tell runc ourselves. runc
+        // is our unreaped child, so its pid cannot have been reused.
+        if !self.reaped {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGWINCH);
+        }
+        Ok(())
     }
 
     /// Kills the process in the container (not just runc, which would leave it running).
@@ -163,7 +185,9 @@ impl ExecProcess {
             if Instant::now() >= deadline {
                 self.kill()?;
                 let _ = self.wait();
-                return Err(RuntimeError::Timeout(format!("exec did not finish within {timeout:?}")));
+                return Err(RuntimeError::Timeout(format!(
+                    "exec did not finish within {timeout:?}"
+                )));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));

@@ -92,11 +92,7 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
 
 /// Copies `reader` into the log as `stream` until EOF (or EIO, which is how a terminal reports that its
 /// other side is gone), splitting lines longer than [`MAX_LINE`].
-pub(crate) fn pump(
-    mut reader: impl Read,
-    stream: &str,
-    log: &parking_lot::Mutex<CriLog>,
-) -> io::Result<()> {
+pub(crate) fn pump(mut reader: impl Read, stream: &str, log: &parking_lot::Mutex<CriLog>) -> io::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -143,7 +139,10 @@ mod tests {
             .map(|l| {
                 let mut parts = l.splitn(4, ' ');
                 let ts = parts.next().unwrap();
-                assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "bad timestamp {ts}");
+                assert!(
+                    chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+                    "bad timestamp {ts}"
+                );
                 let stream = parts.next().unwrap().to_owned();
                 let tag = parts.next().unwrap().to_owned();
                 (stream, tag, parts.next().unwrap_or("").to_owned())
@@ -169,7 +168,10 @@ mod tests {
         ];
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
-            assert_eq!((g.0.as_str(), g.1.as_str(), g.2.as_str()), (w.0, w.1, w.2.as_str()));
+            assert_eq!(
+                (g.0.as_str(), g.1.as_str(), g.2.as_str()),
+                (w.0, w.1, w.2.as_str())
+            );
         }
     }
 
@@ -179,7 +181,8 @@ mod tests {
         let path = dir.path().join("0.log");
         let mut log = CriLog::open(&path, 200, 3).unwrap();
         for i in 0..40 {
-            log.record("stdout", false, format!("line {i}").as_bytes()).unwrap();
+            log.record("stdout", false, format!("line {i}").as_bytes())
+                .unwrap();
         }
         let rotated = rotated_files(&path);
         assert_eq!(rotated.len(), 2, "{rotated:?}");

@@ -255,10 +255,16 @@ impl Runtime {
             return Err(RuntimeError::Invalid("RuntimeConfig::shim is empty".into()));
         }
         if !cfg.runc.exists() {
-            return Err(RuntimeError::Invalid(format!("runc not found at {}", cfg.runc.display())));
+            return Err(RuntimeError::Invalid(format!(
+                "runc not found at {}",
+                cfg.runc.display()
+            )));
         }
         if cfg.cgroup_parent.is_empty() || cfg.cgroup_parent.contains("..") {
-            return Err(RuntimeError::Invalid(format!("bad cgroup parent {:?}", cfg.cgroup_parent)));
+            return Err(RuntimeError::Invalid(format!(
+                "bad cgroup parent {:?}",
+                cfg.cgroup_parent
+            )));
         }
         for dir in [
             cfg.state_dir.join("containers"),
@@ -306,9 +312,20 @@ impl Runtime {
         let pod = c.labels.get(POD_UID_LABEL).unwrap_or(&c.sandbox.id);
         let pod: String = pod
             .chars()
-            .map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' { ch } else { '_' })
+            .map(|ch| {
+                if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' {
+                    ch
+                } else {
+                    '_'
+                }
+            })
             .collect();
-        format!("/{}/pod{}/{}", self.cfg.cgroup_parent.trim_matches('/'), pod, c.id)
+        format!(
+            "/{}/pod{}/{}",
+            self.cfg.cgroup_parent.trim_matches('/'),
+            pod,
+            c.id
+        )
     }
 
     /// Mounts the container's root filesystem, writes its bundle and starts its shim, which runs
@@ -324,7 +341,10 @@ impl Runtime {
             self.remove_container(&c.id)?;
         }
         if c.process.args.is_empty() {
-            return Err(RuntimeError::Invalid(format!("container {} has no command", c.id)));
+            return Err(RuntimeError::Invalid(format!(
+                "container {} has no command",
+                c.id
+            )));
         }
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let result = self.create_in(&dir, c);
@@ -348,7 +368,12 @@ impl Runtime {
         write_json(&dir.join(META), &meta)?;
         let rootfs = rootfs::mount_overlay(&c.lower_dirs, dir)?;
         let shm = sandbox::shm_dir(&self.sandboxes_dir(), &c.sandbox.id);
-        let spec = spec::build(c, &rootfs, &meta.cgroup_path, shm.is_dir().then_some(shm.as_path()));
+        let spec = spec::build(
+            c,
+            &rootfs,
+            &meta.cgroup_path,
+            shm.is_dir().then_some(shm.as_path()),
+        );
         write_json(&dir.join("config.json"), &spec)?;
         let shim_cfg = shim::ShimConfig {
             id: c.id.clone(),
@@ -374,7 +399,14 @@ impl Runtime {
         if out.status.success() && stdout.starts_with("ok") {
             return Ok(());
         }
-        let message = format!("{} {}", stdout.trim(), String::from_utf8_lossy(&out.stderr).trim());
+        let message = match stdout.lines().find_map(|l| l.strip_prefix("error ")) {
+            Some(verdict) => verdict.to_owned(),
+            None => format!(
+                "{} {}",
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        };
         Err(RuntimeError::Shim {
             id: c.id.clone(),
             message: message.trim().to_owned(),
@@ -397,8 +429,11 @@ impl Runtime {
         }
         // Written before the start so that an exit record can never precede it.
         let started = dir.join(STARTED_AT);
-        fs::write(&started, Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-            .map_err(io_err(&started))?;
+        fs::write(
+            &started,
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        )
+        .map_err(io_err(&started))?;
         self.runc.start(id).inspect_err(|_| {
             let _ = fs::remove_file(&started);
         })
@@ -427,7 +462,9 @@ impl Runtime {
         if self.wait_exit(id, &dir, Duration::from_secs(10)) {
             Ok(())
         } else {
-            Err(RuntimeError::Timeout(format!("container {id} did not exit after SIGKILL")))
+            Err(RuntimeError::Timeout(format!(
+                "container {id} did not exit after SIGKILL"
+            )))
         }
     }
 
@@ -455,7 +492,10 @@ impl Runtime {
     pub fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.container_dir(id)?;
         let meta: Option<Meta> = read_json(&dir.join(META)).ok();
-        if matches!(self.runc.status(id), RuncStatus::Running { .. } | RuncStatus::Created { .. }) {
+        if matches!(
+            self.runc.status(id),
+            RuncStatus::Running { .. } | RuncStatus::Created { .. }
+        ) {
             let _ = self.runc.kill(id, Signal::SIGKILL);
         }
         // The shim must be gone before the directory is, or it would write its exit record into nothing.
@@ -592,7 +632,9 @@ impl Runtime {
 
 fn read_started(dir: &Path) -> Option<DateTime<Utc>> {
     let text = fs::read_to_string(dir.join(STARTED_AT)).ok()?;
-    DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Ids become path components and runc names: keep them to runc's alphabet.
@@ -612,7 +654,12 @@ pub(crate) fn dir_names(dir: &Path) -> Result<Vec<String>, RuntimeError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(RuntimeError::Io { path: dir.to_owned(), source }),
+        Err(source) => {
+            return Err(RuntimeError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
     };
     let mut names = Vec::new();
     for entry in entries {

@@ -73,7 +73,8 @@ mod tests {
 
     #[test]
     fn parses_mountinfo_with_escaped_spaces() {
-        let line = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue";
+        let line =
+            "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue";
         let m = parse_line(line).unwrap();
         assert_eq!(m.mount_point, PathBuf::from("/mnt/with space"));
         assert_eq!(m.fs_type, "ext3");

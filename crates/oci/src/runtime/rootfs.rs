@@ -32,10 +32,14 @@ pub(crate) fn mount_overlay(lower: &[PathBuf], dir: &Path) -> Result<PathBuf, Ru
     for d in lower.iter().chain([&upper, &work]) {
         let s = d.to_string_lossy();
         if s.contains([',', ':']) {
-            return Err(RuntimeError::Invalid(format!("overlay path {s:?} contains ',' or ':'")));
+            return Err(RuntimeError::Invalid(format!(
+                "overlay path {s:?} contains ',' or ':'"
+            )));
         }
         if !d.is_dir() {
-            return Err(RuntimeError::Invalid(format!("layer directory {s} does not exist")));
+            return Err(RuntimeError::Invalid(format!(
+                "layer directory {s} does not exist"
+            )));
         }
     }
     let lowerdir: Vec<_> = lower.iter().map(|d| d.to_string_lossy().into_owned()).collect();

@@ -21,8 +21,13 @@ pub(crate) struct Runc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RuncStatus {
     /// `runc init` waits on the exec FIFO for `runc start`.
-    Created { pid: u32 },
-    Running { pid: u32, created: DateTime<Utc> },
+    Created {
+        pid: u32,
+    },
+    Running {
+        pid: u32,
+        created: DateTime<Utc>,
+    },
     /// runc knows the container but its init process is gone.
     Stopped,
     /// runc has no such container.

@@ -90,8 +90,14 @@ fn pin_new_namespaces(hostname: &str, targets: &[PathBuf]) -> Result<(), Runtime
     let tid = nix::unistd::gettid();
     for (kind, target) in KINDS.iter().zip(targets) {
         let source = format!("/proc/self/task/{tid}/ns/{kind}");
-        mount(Some(source.as_str()), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(sys_err(format!("bind {source} to {}", target.display())))?;
+        mount(
+            Some(source.as_str()),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys_err(format!("bind {source} to {}", target.display())))?;
     }
     Ok(())
 }

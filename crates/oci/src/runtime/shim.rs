@@ -48,7 +48,13 @@ pub(crate) struct ShimConfig {
 /// The `rkube shim` entry point: `<dir>` launches, `--monitor <dir>` monitors.
 pub fn main(args: &[String]) -> Result<(), RuntimeError> {
     match args {
-        [dir] => launch(Path::new(dir)),
+        [dir] => launch(Path::new(dir)).inspect_err(|e| {
+            // The runtime reads the verdict from stdout (stderr carries the binary's own error report).
+            match e {
+                RuntimeError::Shim { message, .. } => println!("error {message}"),
+                other => println!("error {other}"),
+            }
+        }),
         [flag, dir] if flag == "--monitor" => monitor(Path::new(dir)),
         _ => Err(RuntimeError::Invalid(format!(
             "usage: rkube shim [--monitor] CONTAINER_DIR (got {args:?})"
@@ -157,7 +163,7 @@ fn create(dir: &Path) -> Result<Created, RuntimeError> {
         .arg(&cfg.runc_root)
         .arg("--log")
         .arg(&runc_log)
-        .arg("create")
+        .args(["--log-format", "json", "create"])
         .arg("--bundle")
         .arg(&cfg.bundle)
         .arg("--pid-file")
@@ -202,7 +208,7 @@ fn create(dir: &Path) -> Result<Created, RuntimeError> {
     let status = child.wait().map_err(not_started)?;
     if !status.success() {
         let log = fs::read_to_string(&runc_log).unwrap_or_default();
-        let message = runc_error(&log).unwrap_or_else(|| format!("runc create exited with {status}"));
+        let message = runc_error(&log).unwrap_or_else(|| format!("runc create exited with {status}: {log}"));
         return Err(RuntimeError::Runc {
             op: "create",
             id: cfg.id.clone(),

@@ -97,7 +97,11 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 fn cap_name(name: &str) -> String {
     let upper = name.trim().to_ascii_uppercase();
-    if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") }
+    if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
 }
 
 /// The capability set after Kubernetes' rules: privileged gets all; otherwise the default set, minus
@@ -171,7 +175,9 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, cgroups_path: &str, shm: Option
         if m.read_only {
             options.push("ro");
         }
-        mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source, "options": options}));
+        mounts.push(
+            json!({"destination": m.destination, "type": "bind", "source": m.source, "options": options}),
+        );
     }
 
     let mut resources = json!({});
@@ -244,10 +250,14 @@ fn host_devices() -> Vec<Value> {
     let mut dirs = vec![std::path::PathBuf::from("/dev")];
     let mut depth = 0;
     while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             let ft = meta.file_type();
             // /dev/pts and /dev/shm are mounted by the spec; the container's console is its own.
             if ft.is_dir() && depth == 0 && !["pts", "shm", "mqueue"].iter().any(|n| path.ends_with(n)) {
@@ -322,11 +332,20 @@ mod tests {
         assert!(ns.contains(&json!({"type": "mount"})));
         assert_eq!(spec["linux"]["cgroupsPath"], "/p/podu/c1");
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
-        assert_eq!(spec["linux"]["resources"]["cpu"], json!({"quota": 50_000, "period": 100_000}));
+        assert_eq!(
+            spec["linux"]["resources"]["cpu"],
+            json!({"quota": 50_000, "period": 100_000})
+        );
         assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 100);
-        assert_eq!(spec["process"]["user"], json!({"uid": 1000, "gid": 1000, "additionalGids": [5]}));
+        assert_eq!(
+            spec["process"]["user"],
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [5]})
+        );
         assert!(spec["process"]["env"][0].as_str().unwrap().starts_with("PATH="));
-        assert!(spec.get("hostname").is_none(), "empty hostname keeps the sandbox's");
+        assert!(
+            spec.get("hostname").is_none(),
+            "empty hostname keeps the sandbox's"
+        );
         let hosts = spec["mounts"]
             .as_array()
             .unwrap()
@@ -334,7 +353,12 @@ mod tests {
             .find(|m| m["destination"] == "/etc/hosts")
             .unwrap();
         assert_eq!(hosts["options"], json!(["rbind", "rprivate", "ro"]));
-        assert!(spec["linux"]["maskedPaths"].as_array().unwrap().contains(&json!("/proc/kcore")));
+        assert!(
+            spec["linux"]["maskedPaths"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("/proc/kcore"))
+        );
     }
 
     #[test]
@@ -343,12 +367,23 @@ mod tests {
         c.privileged = true;
         let spec = build(&c, Path::new("/b/rootfs"), "/p", None);
         assert_eq!(
-            spec["process"]["capabilities"]["bounding"].as_array().unwrap().len(),
+            spec["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
             ALL_CAPABILITIES.len()
         );
-        assert_eq!(spec["linux"]["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
+        assert_eq!(
+            spec["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rwm"}])
+        );
         assert!(spec["linux"].get("maskedPaths").is_none());
-        let sys = spec["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap();
+        let sys = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
         assert!(sys["options"].as_array().unwrap().contains(&json!("rw")));
     }
 
@@ -359,7 +394,13 @@ mod tests {
         assert!(!caps.contains(&"CAP_KILL".to_string()));
         assert!(!caps.contains(&"CAP_CHOWN".to_string()));
         assert!(caps.contains(&"CAP_SETUID".to_string()));
-        assert_eq!(capabilities(false, &["NET_BIND_SERVICE".into()], &["ALL".into()]), ["CAP_NET_BIND_SERVICE"]);
-        assert_eq!(capabilities(false, &["ALL".into()], &[]).len(), ALL_CAPABILITIES.len());
+        assert_eq!(
+            capabilities(false, &["NET_BIND_SERVICE".into()], &["ALL".into()]),
+            ["CAP_NET_BIND_SERVICE"]
+        );
+        assert_eq!(
+            capabilities(false, &["ALL".into()], &[]).len(),
+            ALL_CAPABILITIES.len()
+        );
     }
 }
