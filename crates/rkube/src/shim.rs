@@ -1,5 +1,7 @@
-//! `rkube shim`: the per-container monitor process (work in progress). Not for users.
+//! `rkube shim`: the per-container monitor process the agent's runtime starts. Not for users; see
+//! `rkube_oci::runtime::shim`.
 
 pub fn run(args: Vec<String>) -> anyhow::Result<()> {
-    anyhow::bail!("rkube shim is not implemented yet ({args:?})")
+    rkube_oci::runtime::shim::main(&args)?;
+    Ok(())
 }
