@@ -3,8 +3,8 @@
 //! Who is asking comes from the TLS client certificate the connection verified against the cluster CA
 //! (CommonName = user, Organizations = groups — the server puts a [`PeerIdentity`] in each request's
 //! extensions), or from an `Authorization: Bearer` token: the node join token (`DIR/token`) or the admin
-//! token. `/livez`, `/readyz`, `/healthz` and `/version` are open; anything else without credentials is a
-//! 401 `Status`. Every authenticated request then passes one [`Authorizer`] (today: allow everyone
+//! token. `/livez`, `/readyz`, `/healthz`, `/version` and `/cacerts` (the CA, for agents to pin) are
+//! open; anything else without credentials is a 401 `Status`. Every authenticated request then passes one [`Authorizer`] (today: allow everyone
 //! authenticated) with Kubernetes' request attributes, so RBAC can replace it without touching the
 //! handlers. Handlers find the caller as [`UserInfo`] in the request extensions. Start at [`middleware`].
 //! [`review_routes`] answers "who am I" (`SelfSubjectReview`, `kubectl auth whoami`) and "may I"
@@ -181,7 +181,7 @@ impl Authorizer for AllowAuthenticated {
 /// Paths anyone may read, like kube-apiserver's `system:public-info-viewer` (plus their subpaths,
 /// such as `/readyz/ping`).
 pub fn is_open_path(path: &str) -> bool {
-    ["/livez", "/readyz", "/healthz", "/version"]
+    ["/livez", "/readyz", "/healthz", "/version", "/cacerts"]
         .iter()
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
 }

@@ -18,6 +18,7 @@ pub mod cache;
 pub mod defaults;
 pub mod discovery;
 pub mod events;
+pub mod kubelet_proxy;
 pub mod output;
 pub mod registry;
 pub mod request;
@@ -105,6 +106,8 @@ pub struct ApiState {
     ready: AtomicBool,
     /// The watch cache's feeder task, stopped when the state goes away.
     cache_task: tokio::task::AbortHandle,
+    /// How `pods/log`, `exec` and `attach` reach kubelets; set once the PKI is loaded.
+    pub(crate) kubelet: std::sync::OnceLock<kubelet_proxy::KubeletClient>,
 }
 
 impl Drop for ApiState {
@@ -178,12 +181,18 @@ impl ApiState {
             version: version_json(),
             ready: AtomicBool::new(false),
             cache_task,
+            kubelet: std::sync::OnceLock::new(),
         }))
     }
 
     /// Turns `/readyz` to 200: call once the server is fully up (certificates, kubeconfig written).
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets `pods/log`, `exec` and `attach` reach kubelets, and `/cacerts` serve the CA (first call wins).
+    pub fn set_kubelet_client(&self, client: kubelet_proxy::KubeletClient) {
+        let _ = self.kubelet.set(client);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -231,6 +240,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 None => ApiError::NoRoute.into_response(),
             }
         }))
+        .merge(kubelet_proxy::routes())
         .fallback(dispatch)
         .with_state(state)
 }

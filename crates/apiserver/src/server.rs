@@ -164,6 +164,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         default_not_ready_toleration_seconds: config.default_not_ready_toleration_seconds,
     };
     let state = ApiState::new(store, options).await.context("starting the API")?;
+    state.set_kubelet_client(crate::kubelet_proxy::KubeletClient::new(&pki).context("setting up TLS")?);
     crate::bootstrap(&state)
         .await
         .context("creating the default objects")?;

@@ -1,6 +1,6 @@
 //! PATCH (all four patch types, retried on store conflicts) and the subresources: `status`, `scale`,
-//! `pods/binding`, `pods/eviction`, `namespaces/finalize`, and a clear answer for the streaming ones
-//! (`log`, `exec`, `attach`, `portforward`) that need a node agent.
+//! `pods/binding`, `pods/eviction`, `namespaces/finalize`, and `pods/log`, which
+//! [`crate::kubelet_proxy`] streams from the pod's kubelet (as it does `exec`, `attach`, `portforward`).
 
 use std::sync::Arc;
 
@@ -50,22 +50,10 @@ pub async fn handle(
         ("binding", Verb::Create) => binding(state, kind, &req).await,
         ("eviction", Verb::Create) => eviction(state, kind, &req).await,
         ("finalize", Verb::Update) => finalize(state, kind, &req).await,
-        ("log" | "exec" | "attach" | "portforward", _) => {
-            let name = req.info.name.as_deref().unwrap_or_default();
-            let key = object_key(req.info.namespace.as_deref(), name);
-            let pod = read(state, kind, &key)
-                .await?
-                .ok_or_else(|| not_found(kind, name))?;
-            let node = pod.value["spec"]["nodeName"].as_str().unwrap_or_default();
-            if node.is_empty() {
-                return Err(ApiError::BadRequest(format!(
-                    "pod {name} does not have a host assigned"
-                )));
-            }
-            Err(ApiError::BadRequest(format!(
-                "{sub} is not available for pod {name}: no node agent connection to node {node:?} is established"
-            )))
-        }
+        ("log", Verb::Get) => crate::kubelet_proxy::logs(state, &req).await,
+        // The upgrade subresources are routed to `kubelet_proxy` before this dispatcher; anything else
+        // reaching here is a method they do not serve.
+        ("exec" | "attach" | "portforward", _) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::MethodNotAllowed),
     }
 }

@@ -66,6 +66,10 @@ pub struct Pki {
     /// A bearer token for the cluster admin, kept in `DIR/tls/admin.token` (for clients that cannot
     /// present a certificate).
     pub admin_token: String,
+    /// The certificate the server presents to kubelets (`kube-apiserver-kubelet-client` in
+    /// `system:masters`), issued afresh at every start and never written to disk.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
 impl std::fmt::Debug for Pki {
@@ -300,9 +304,12 @@ impl Pki {
             }
         };
 
+        let (kubelet_client_cert_pem, kubelet_client_key_pem) = kubelet_client_certificate(&issuer, now)?;
         let node_token = load_or_create_secret(&data_dir.join("token"))?;
         let admin_token = load_or_create_secret(&path("admin.token"))?;
         Ok(Pki {
+            kubelet_client_cert_pem,
+            kubelet_client_key_pem,
             ca_cert_pem,
             serving_cert_pem,
             serving_key_pem,
@@ -347,6 +354,40 @@ impl Pki {
             key = b64(&self.admin_key_pem),
         )
     }
+}
+
+/// How long the in-memory kubelet client certificate lasts (it is remade at every start).
+const KUBELET_CLIENT_VALIDITY_DAYS: i64 = 365;
+
+/// The client certificate for the API server's connections to kubelets (PEM certificate, PEM key).
+fn kubelet_client_certificate(
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    now: DateTime<Utc>,
+) -> Result<(String, String), TlsError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(
+        &mut params,
+        now - Duration::days(1),
+        now + Duration::days(KUBELET_CLIENT_VALIDITY_DAYS),
+    );
+    let key = KeyPair::generate().map_err(cert_err("generate kubelet client key"))?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(cert_err("sign kubelet client certificate"))?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// A random secret kept in a 0600 file; the same one is returned on every later start.
