@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::Output;
 
@@ -59,14 +59,64 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     .expect("thread in a test namespace panicked")
 }
 
-/// `busybox wget` of `url` from inside `ns`, with a timeout: what a client on that node sees.
+/// An HTTP/1.0 GET of `url` (`http://IP:PORT/path`) from inside `ns`, 5 s to connect and 5 s per read:
+/// what a client on that node sees. `code` is `Some(0)` for a 200 answer (body in `stdout`), `Some(1)` for
+/// any other answer or failure (described in `stderr`).
 pub fn http_get(ns: &str, url: &str) -> Output {
-    let out = command_in(ns, "/usr/bin/busybox")
-        .args(["timeout", "10", "wget", "-q", "-T", "5", "-O", "-", url])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running busybox wget");
-    crate::collect(out)
+    let url = url.to_string();
+    in_netns(ns, move || match get(&url) {
+        Ok((200, body)) => Output {
+            stdout: body,
+            stderr: String::new(),
+            code: Some(0),
+        },
+        Ok((status, body)) => Output {
+            stdout: body,
+            stderr: format!("HTTP {status}"),
+            code: Some(1),
+        },
+        Err(e) => Output {
+            stdout: String::new(),
+            stderr: e,
+            code: Some(1),
+        },
+    })
+}
+
+fn get(url: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr: std::net::SocketAddr = authority.parse().map_err(|e| format!("{authority}: {e}"))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    Ok((status, body.to_string()))
 }
 
 /// An underlay with an uplink namespace and `nodes` node namespaces. Dropping it deletes them all.
