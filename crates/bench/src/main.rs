@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 
 mod api;
+mod dns;
 mod pod_startup;
 mod proxy;
 mod scheduler;
@@ -32,6 +33,8 @@ enum Command {
     Scheduler(scheduler::SchedulerArgs),
     /// Pods created at once on a real node until Running and Ready; the agent's idle memory.
     PodStartup(pod_startup::PodStartupArgs),
+    /// Cluster DNS: queries per second and p99 latency for in-cluster names, load generator on the same machine.
+    Dns(dns::DnsArgs),
     /// The service proxy: full sync and API-write-to-kernel incremental sync of many Services (root; netns).
     Proxy(proxy::ProxyArgs),
 }
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Api(args) => runtime.block_on(api::run(args)),
         Command::Scheduler(args) => runtime.block_on(scheduler::run(args)),
         Command::PodStartup(args) => runtime.block_on(pod_startup::run(args)),
+        Command::Dns(args) => runtime.block_on(dns::run(args)),
         Command::Proxy(args) => runtime.block_on(proxy::run(args)),
     }
 }
