@@ -148,6 +148,10 @@ fn host_port_reaches_the_pod_through_portmap_and_del_removes_the_mapping() {
         "pod saw {seen:?}"
     );
 
+    // Hairpin: the pod reaches itself through its own hostPort (bridge port in hairpin mode + portmap SNAT).
+    let seen = tcp_read(&netns_path(&pod_ns), to, TIMEOUT).expect("pod reaches its own hostPort");
+    assert!(!seen.is_empty());
+
     node.block_on(cni.del(&req)).expect("CNI DEL");
     let rules = output(node.command("iptables").args(["-t", "nat", "-S"]));
     assert!(
