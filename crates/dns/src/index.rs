@@ -95,6 +95,11 @@ pub struct Index {
 }
 
 impl Index {
+    /// This index behind the lock the server and the watches share.
+    pub fn shared(self) -> crate::server::SharedIndex {
+        std::sync::Arc::new(parking_lot::RwLock::new(self))
+    }
+
     /// Whether every kind has been listed at least once.
     pub fn synced(&self) -> bool {
         ALL_KINDS.iter().all(|k| self.synced.contains(k))
