@@ -270,8 +270,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         full.push(total);
     }
     let chains = tools
-        .nft_output(&["list", "chains", "ip", "rkube"])?
-        .matches("chain ")
+        .nft_output(&["-t", "list", "table", "ip", "rkube"])?
+        .matches("\tchain ")
         .count();
     println!("table ip rkube holds {chains} chains");
 
