@@ -64,6 +64,32 @@ impl Server {
         Server { child, dir }
     }
 
+    /// Kill the server (no graceful shutdown, as a crash) and start it again on the same data dir with `extra`
+    /// flags; the kubeconfig is removed first so [`Server::client`] waits for the new process's.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.kubeconfig());
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        self.child = Command::new(rkube_binary())
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--disable-agent",
+                "--data-dir",
+            ])
+            .arg(self.dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rkube server");
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("kubeconfig.yaml")
     }
