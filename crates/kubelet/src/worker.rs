@@ -157,6 +157,8 @@ pub(crate) struct Worker {
     crash_backoff: Backoff<String>,
     pull_backoff: Backoff<String>,
     pull_failed_at: HashMap<String, Instant>,
+    /// When creating or starting a container last failed (retried with the crash back-off).
+    start_failed_at: HashMap<String, Instant>,
     reported: Option<PodStatus>,
     /// The pod reached Succeeded/Failed and its sandbox was torn down.
     finished: bool,
@@ -330,6 +332,7 @@ impl Worker {
             crash_backoff: Backoff::default(),
             pull_backoff: Backoff::default(),
             pull_failed_at: HashMap::new(),
+            start_failed_at: HashMap::new(),
             reported: pod.status.clone(),
             finished: false,
             failed_reason: None,
@@ -396,13 +399,28 @@ impl Worker {
             }
             tracing::info!(pod = %self.state.name, container = %name, "adopted container");
         }
-        if let (Some(sandbox), Some(saved)) = (sandbox, saved)
+        // The sandbox is kept even without saved state, so that termination removes it; its network is
+        // only trusted when the saved state says the ADD finished.
+        self.sandbox = sandbox.map(|s| self.effective_sandbox(s));
+        if let (Some(_), Some(saved)) = (&self.sandbox, saved)
             && !saved.pod_ips.is_empty()
         {
-            self.sandbox = Some(sandbox);
             self.state = saved;
             self.network_ready = true;
         }
+    }
+
+    fn host_network(&self) -> bool {
+        self.pod.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+    }
+
+    /// A `hostNetwork` pod's containers join the agent's own network namespace (the node's) instead of
+    /// the sandbox's; IPC and UTS stay the sandbox's.
+    fn effective_sandbox(&self, mut sandbox: Sandbox) -> Sandbox {
+        if self.host_network() {
+            sandbox.netns = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+        }
+        sandbox
     }
 
     pub(crate) fn update(&mut self, pod: Option<Pod>) {
@@ -604,6 +622,13 @@ impl Worker {
                 self.event(None, Event::warning("FailedCreatePodSandBox", message.clone()));
                 ("ContainerCreating".to_string(), message)
             })?;
+        if self.host_network() {
+            self.sandbox = Some(self.effective_sandbox(sandbox));
+            self.state.pod_ips = vec![self.ctx.node_ip.to_string()];
+            self.network_ready = true;
+            self.save_state();
+            return Ok(());
+        }
         let mappings = port_mappings(&self.pod);
         let request = PodNetRequest {
             sandbox_id: self.uid.clone(),
@@ -868,7 +893,23 @@ impl Worker {
             }
             self.crash_backoff.next(&key, now);
         }
+        let key = name.to_string();
+        if let Some(failed_at) = self.start_failed_at.get(&key)
+            && self
+                .crash_backoff
+                .remaining(&key, *failed_at, Instant::now())
+                .is_some()
+        {
+            return;
+        }
         self.start(name, attempt).await;
+    }
+
+    /// Creating or starting failed: retry after the container's back-off, like a crash.
+    fn start_failed(&mut self, name: &str) {
+        let now = Instant::now();
+        self.crash_backoff.next(&name.to_string(), now);
+        self.start_failed_at.insert(name.to_string(), now);
     }
 
     /// Makes sure the image of `container` is in the store, honouring its pull policy and back-off.
@@ -1012,6 +1053,7 @@ impl Worker {
                 self.event(Some(name), Event::warning("Failed", format!("Error: {message}")));
                 self.slots.get_mut(name).expect("slot").waiting =
                     Some(("CreateContainerConfigError".into(), Some(message)));
+                self.start_failed(name);
                 return;
             }
         };
@@ -1043,6 +1085,7 @@ impl Worker {
                 slot.current = slot.previous.take();
                 slot.waiting = Some(("CreateContainerError".into(), Some(message.clone())));
                 self.event(Some(name), Event::warning("Failed", format!("Error: {message}")));
+                self.start_failed(name);
                 return;
             }
             Err(e) => {
@@ -1072,6 +1115,7 @@ impl Worker {
                     Some(name),
                     Event::normal("Started", format!("Started container {name}")),
                 );
+                self.start_failed_at.remove(name);
             }
             Ok(Err(e)) => {
                 let message = e.to_string();
@@ -1443,7 +1487,10 @@ impl Worker {
                 pod_uid: self.uid.clone(),
                 port_mappings: self.state.port_mappings.clone(),
             };
-            if let Err(e) = self.ctx.network.del(&request).await {
+            // Never DEL in the node's own namespace: that would take the node's interface.
+            if !self.host_network()
+                && let Err(e) = self.ctx.network.del(&request).await
+            {
                 tracing::warn!(pod = %self.state.name, error = %e, "CNI DEL failed");
             }
             let runtime = self.ctx.runtime.clone();
