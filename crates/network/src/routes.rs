@@ -81,30 +81,35 @@ pub fn parse_cidr(s: &str) -> Option<Cidr> {
 pub enum RouteOp {
     /// `ip route replace <dst> via <via> proto 177`
     Replace { dst: Cidr, via: IpAddr },
-    /// `ip route del <dst> proto 177`
-    Delete { dst: Cidr },
+    /// `ip route del <dst> via <via> proto 177`
+    Delete { dst: Cidr, via: IpAddr },
 }
 
 /// The changes that turn `current` (our routes now) into `desired`; pure, so the rules are unit-tested.
-pub fn plan(current: &[(Cidr, Option<IpAddr>)], desired: &[(Cidr, IpAddr)]) -> Vec<RouteOp> {
+pub fn plan(current: &[(Cidr, IpAddr)], desired: &[(Cidr, IpAddr)]) -> Vec<RouteOp> {
     let mut ops = Vec::new();
     for (dst, via) in desired {
-        if !current.iter().any(|(c, v)| c == dst && *v == Some(*via)) {
+        if !current.contains(&(*dst, *via)) {
             ops.push(RouteOp::Replace { dst: *dst, via: *via });
         }
     }
-    for (dst, _) in current {
-        if !desired.iter().any(|(d, _)| d == dst) && !ops.contains(&RouteOp::Delete { dst: *dst }) {
-            ops.push(RouteOp::Delete { dst: *dst });
+    for (dst, via) in current {
+        let delete = RouteOp::Delete { dst: *dst, via: *via };
+        if !desired.iter().any(|(d, _)| d == dst) && !ops.contains(&delete) {
+            ops.push(delete);
         }
     }
     ops
 }
 
-/// Keeps the host-gw routes to the other nodes' pod CIDRs in the calling thread's network namespace.
+/// Keeps the host-gw routes to the other nodes' pod CIDRs in the calling thread's network namespace, plus the
+/// fallback routes that keep cluster ranges from leaving by the default route. It manages only our routes
+/// *with a gateway*: the announcer's `/32 dev lo` routes and the fallbacks carry the same protocol number but
+/// are never taken for stale host-gw routes.
 #[derive(Debug, Clone)]
 pub struct RouteSync {
     unreachable: Vec<Cidr>,
+    local: Vec<Cidr>,
 }
 
 impl RouteSync {
@@ -116,7 +121,22 @@ impl RouteSync {
             .iter()
             .map(|c| parse_cidr(c).ok_or_else(|| RouteError::InvalidCidr(c.clone())))
             .collect::<Result<_, _>>()?;
-        Ok(RouteSync { unreachable })
+        Ok(RouteSync {
+            unreachable,
+            local: Vec::new(),
+        })
+    }
+
+    /// Adds fallbacks for ranges the service proxy DNATs (service CIDR, LoadBalancer pool): `<cidr> dev lo`.
+    /// Unlike `unreachable`, this lets a host client's `connect()` pass the route lookup so the nat output hook
+    /// can DNAT it; packets the proxy does not rewrite end on `lo` and never leave the node (verified here with
+    /// a counter on the far side of the default route).
+    pub fn with_local_fallbacks(mut self, cidrs: &[String]) -> Result<Self, RouteError> {
+        for c in cidrs {
+            self.local
+                .push(parse_cidr(c).ok_or_else(|| RouteError::InvalidCidr(c.clone()))?);
+        }
+        Ok(self)
     }
 
     /// Makes our routes exactly `peers` (`(pod CIDR, node IP)` of every *other* Ready node): adds and fixes
@@ -124,6 +144,19 @@ impl RouteSync {
     pub async fn sync(&self, peers: &[(String, IpAddr)]) -> Result<Vec<RouteOp>, RouteError> {
         for cidr in &self.unreachable {
             ensure_unreachable(*cidr).await?;
+        }
+        for cidr in &self.local {
+            let cidr = cidr.to_string();
+            command::ip(&[
+                "route",
+                "replace",
+                &cidr,
+                "dev",
+                "lo",
+                "proto",
+                &ROUTE_PROTOCOL.to_string(),
+            ])
+            .await?;
         }
         let mut desired = Vec::new();
         for (cidr, node_ip) in peers {
@@ -153,8 +186,8 @@ impl RouteSync {
                     .await?;
                     tracing::info!(%dst, %via, "pod CIDR route set");
                 }
-                RouteOp::Delete { dst } => {
-                    delete_route(*dst).await?;
+                RouteOp::Delete { dst, via } => {
+                    delete_route(*dst, *via).await?;
                     tracing::info!(%dst, "stale pod CIDR route removed");
                 }
             }
@@ -162,18 +195,28 @@ impl RouteSync {
         Ok(ops)
     }
 
-    /// Removes every unicast route we own (e.g. when a node leaves the cluster for good).
+    /// Removes every host-gw route we own (e.g. when a node leaves the cluster for good); fallbacks stay.
     pub async fn clear(&self) -> Result<(), RouteError> {
-        for (dst, _) in current_routes().await? {
-            delete_route(dst).await?;
+        for (dst, via) in current_routes().await? {
+            delete_route(dst, via).await?;
         }
         Ok(())
     }
 }
 
-async fn delete_route(dst: Cidr) -> Result<(), RouteError> {
-    let dst = dst.to_string();
-    match command::ip(&["route", "del", &dst, "proto", &ROUTE_PROTOCOL.to_string()]).await {
+async fn delete_route(dst: Cidr, via: IpAddr) -> Result<(), RouteError> {
+    let (dst, via) = (dst.to_string(), via.to_string());
+    match command::ip(&[
+        "route",
+        "del",
+        &dst,
+        "via",
+        &via,
+        "proto",
+        &ROUTE_PROTOCOL.to_string(),
+    ])
+    .await
+    {
         Err(e) if e.stderr().contains("No such process") => Ok(()),
         other => other.map(drop).map_err(Into::into),
     }
@@ -188,8 +231,8 @@ struct IpRoute {
     kind: Option<String>,
 }
 
-/// Our unicast routes (both families); `unreachable` fallbacks are left alone.
-async fn current_routes() -> Result<Vec<(Cidr, Option<IpAddr>)>, RouteError> {
+/// Our host-gw routes (both families): unicast with a gateway.
+async fn current_routes() -> Result<Vec<(Cidr, IpAddr)>, RouteError> {
     let mut out = Vec::new();
     for family in ["-4", "-6"] {
         let text = command::ip(&[
@@ -207,11 +250,12 @@ async fn current_routes() -> Result<Vec<(Cidr, Option<IpAddr>)>, RouteError> {
             serde_json::from_str(&text)?
         };
         for r in routes {
+            // Only host-gw routes have a gateway; fallbacks and announced /32s via `lo` are not ours to prune.
             if r.kind.as_deref().is_some_and(|k| k != "unicast") {
                 continue;
             }
-            if let Some(dst) = parse_cidr(&r.dst) {
-                out.push((dst, r.gateway));
+            if let (Some(dst), Some(via)) = (parse_cidr(&r.dst), r.gateway) {
+                out.push((dst, via));
             }
         }
     }
@@ -266,9 +310,9 @@ mod tests {
     #[test]
     fn plan_adds_missing_fixes_moved_and_removes_stale() {
         let current = vec![
-            (c("10.42.1.0/24"), Some(ip("172.31.0.2"))), // up to date
-            (c("10.42.2.0/24"), Some(ip("172.31.0.9"))), // node got a new IP
-            (c("10.42.3.0/24"), Some(ip("172.31.0.4"))), // node went away
+            (c("10.42.1.0/24"), ip("172.31.0.2")), // up to date
+            (c("10.42.2.0/24"), ip("172.31.0.9")), // node got a new IP
+            (c("10.42.3.0/24"), ip("172.31.0.4")), // node went away
         ];
         let desired = vec![
             (c("10.42.1.0/24"), ip("172.31.0.2")),
@@ -287,13 +331,14 @@ mod tests {
                     via: ip("172.31.0.5")
                 },
                 RouteOp::Delete {
-                    dst: c("10.42.3.0/24")
+                    dst: c("10.42.3.0/24"),
+                    via: ip("172.31.0.4")
                 },
             ]
         );
         assert!(
             plan(
-                &[(c("10.42.1.0/24"), Some(ip("172.31.0.2")))],
+                &[(c("10.42.1.0/24"), ip("172.31.0.2"))],
                 &[(c("10.42.1.0/24"), ip("172.31.0.2"))]
             )
             .is_empty()

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use rkube_network::routes::RouteOp;
 use rkube_network::testing::{PeerEchoServer, TestNet, TestNode, netns_path, tcp_read};
-use rkube_network::{CniNetwork, NodeNetConfig, PodNetRequest, PodNetwork, ROUTE_PROTOCOL, RouteSync};
+use rkube_network::{
+    Announcer, CniNetwork, NodeNetConfig, PodNetRequest, PodNetwork, ROUTE_PROTOCOL, RouteSync,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const CLUSTER_CIDR: &str = "10.42.0.0/16";
+const SERVICE_CIDR: &str = "10.43.0.0/16";
 
 struct Pod {
     netns: PathBuf,
@@ -63,7 +66,10 @@ fn pods_reach_pods_on_other_nodes_with_their_own_ip_and_stale_routes_go_away() {
     let (_cni1, pod1) = start_pod(&net, n1, 1, data.path());
     let (_cni2, pod2) = start_pod(&net, n2, 2, data.path());
 
-    let sync1 = RouteSync::new(&[CLUSTER_CIDR.to_string()]).unwrap();
+    let sync1 = RouteSync::new(&[CLUSTER_CIDR.to_string()])
+        .unwrap()
+        .with_local_fallbacks(&[SERVICE_CIDR.to_string()])
+        .unwrap();
     let sync2 = sync1.clone();
     let ops = n1
         .block_on(sync1.sync(&[("10.42.2.0/24".into(), n2.ip.into())]))
@@ -92,13 +98,20 @@ fn pods_reach_pods_on_other_nodes_with_their_own_ip_and_stale_routes_go_away() {
         pod1.ip
     );
 
+    // An announced LoadBalancer IP (a /32 via lo with our protocol number) is not a host-gw route to prune.
+    let announcer = Announcer::new(n1.uplink.clone());
+    let lb: IpAddr = "10.44.0.7".parse().unwrap();
+    n1.block_on(announcer.announce(lb)).unwrap();
+
     // Node 2 leaves: its route is removed and traffic to its pods fails fast on the unreachable fallback
     // instead of leaving through the default route.
     let ops = n1.block_on(sync1.sync(&[])).expect("sync without peers");
+    let dst = rkube_network::routes::parse_cidr("10.42.2.0/24").unwrap();
     assert_eq!(
         ops,
         vec![RouteOp::Delete {
-            dst: rkube_network::routes::parse_cidr("10.42.2.0/24").unwrap()
+            dst,
+            via: n2.ip.into()
         }]
     );
     assert!(
@@ -106,10 +119,12 @@ fn pods_reach_pods_on_other_nodes_with_their_own_ip_and_stale_routes_go_away() {
         "stale route left: {}",
         our_routes(n1)
     );
+    let left = our_routes(n1);
+    assert!(left.contains("unreachable 10.42.0.0/16"), "{left}");
+    assert!(left.contains("10.43.0.0/16 dev lo"), "{left}");
     assert!(
-        our_routes(n1).contains("unreachable 10.42.0.0/16"),
-        "{}",
-        our_routes(n1)
+        left.contains("10.44.0.7 dev lo"),
+        "sync removed the announced IP's route: {left}"
     );
     let err = tcp_read(&pod1.netns, to, TIMEOUT).expect_err("pod2 must be unreachable without the route");
     assert_ne!(
