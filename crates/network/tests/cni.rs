@@ -188,3 +188,45 @@ fn new_sets_up_the_node_namespace_and_keeps_state_under_the_data_dir() {
     let bad = node.run(|| CniNetwork::new(node_config(data.path(), "node-b", "10.42.300.0/24")));
     assert!(bad.is_err());
 }
+
+#[test]
+fn concurrent_adds_on_a_fresh_node_get_distinct_ips_and_all_release() {
+    const PODS: usize = 12;
+    let net = TestNet::new(1).expect("test network");
+    let node = net.node(0);
+    let data = tempfile::tempdir().unwrap();
+    let cni = node
+        .run(|| CniNetwork::new(node_config(data.path(), "busy", "10.42.9.0/24")))
+        .expect("cni");
+    let requests: Vec<PodNetRequest> = (0..PODS)
+        .map(|i| {
+            pod_request(
+                &format!("c{i}"),
+                &netns_path(&net.add_netns(&format!("c{i}")).unwrap()),
+                vec![],
+            )
+        })
+        .collect();
+
+    // All at once, as the pod workers do when many pods land on a node (the bridge does not exist yet).
+    let results = node.block_on(futures::future::join_all(requests.iter().map(|r| cni.add(r))));
+    let mut ips: Vec<IpAddr> = results
+        .into_iter()
+        .map(|r| r.expect("concurrent ADD").ips[0])
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), PODS, "duplicate pod IPs: {ips:?}");
+    assert_eq!(bridge_ports(node, &bridge_name("busy")).len(), PODS);
+
+    let deleted = node.block_on(futures::future::join_all(requests.iter().map(|r| cni.del(r))));
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    let leases = std::fs::read_dir(data.path().join("cni/ipam").join(network_name("busy"))).unwrap();
+    let left: Vec<String> = leases
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<IpAddr>().is_ok())
+        .collect();
+    assert!(left.is_empty(), "leases left after DEL: {left:?}");
+    assert!(bridge_ports(node, &bridge_name("busy")).is_empty());
+}
