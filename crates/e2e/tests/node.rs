@@ -152,7 +152,7 @@ spec:
       mountPath: /var/log/app
   - name: sidecar
     image: {side}
-    command: ["sh", "-c", "while true; do tail -n 1 /logs/main.log; wget -q -T 2 -O - http://localhost:8080/; sleep 1; done"]
+    command: ["sh", "-c", "while true; do tail -n 1 /logs/main.log; timeout 5 wget -q -O - http://127.0.0.1:8080/; sleep 1; done"]
     volumeMounts:
     - name: shared
       mountPath: /logs
@@ -349,22 +349,28 @@ fn crashing_container_backs_off_with_growing_delays() {
             "echo crashing; exit 1",
         ])
         .ok();
-    // Every change of restartCount, timestamped as the watch delivers it.
-    let mut watch = cluster.kubectl_stream(&[
+    // Every change of restartCount, timestamped as the watch delivers it (a watch the server ends is
+    // started again).
+    let watch_args = [
         "get",
         "pod",
         "crash",
         "--watch",
         "-o",
         "jsonpath={.status.containerStatuses[0].restartCount}{\"\\n\"}",
-    ]);
+    ];
+    let mut watch = cluster.kubectl_stream(&watch_args);
     let mut at: Vec<(u64, Instant)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(150);
     while at.last().is_none_or(|(n, _)| *n < 3) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = watch
-            .next_line(left)
-            .unwrap_or_else(|| panic!("restartCount did not reach 3; saw {:?}", watch.seen()));
+        assert!(!left.is_zero(), "restartCount did not reach 3; saw {lines:?}");
+        let Some(line) = watch.next_line(left) else {
+            watch = cluster.kubectl_stream(&watch_args);
+            continue;
+        };
+        lines.push(line.clone());
         let Ok(n) = line.trim().parse::<u64>() else {
             continue;
         };
