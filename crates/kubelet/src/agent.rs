@@ -27,6 +27,11 @@ pub struct AgentConfig {
     pub cluster_domain: String,
     /// All nodes' pod CIDRs together (10.42.0.0/16); the node's own block comes from `spec.podCIDR`.
     pub cluster_cidr: String,
+    /// The Service ClusterIP range (10.43.0.0/16), for the proxy and the routing fallbacks.
+    pub service_cidr: String,
+    /// Also run the node's share of Services: the nftables service proxy, cluster DNS on the node IP
+    /// (published as a `kube-dns` endpoint) and host-gw routes to the other nodes' pods.
+    pub node_services: bool,
     /// Registries (`host:port`) pulled from over plain HTTP besides the loopback ones.
     pub insecure_registries: Vec<String>,
     pub runtime: RuntimeConfig,
@@ -55,6 +60,8 @@ impl AgentConfig {
             cluster_dns: vec![IpAddr::from([10, 43, 0, 10])],
             cluster_domain: "cluster.local".into(),
             cluster_cidr: "10.42.0.0/16".into(),
+            service_cidr: "10.43.0.0/16".into(),
+            node_services: true,
             insecure_registries: Vec::new(),
             runtime,
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),

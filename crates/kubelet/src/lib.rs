@@ -16,6 +16,7 @@ pub mod pods;
 pub mod probe;
 pub mod resources;
 pub mod server;
+pub mod services;
 pub mod status;
 pub mod volumes;
 pub mod worker;

@@ -250,6 +250,9 @@ pub(crate) async fn run_agent(config: AgentConfig, stop: watch::Receiver<bool>) 
         registry: RwLock::default(),
     });
 
+    if config.node_services {
+        crate::services::start(&mut tasks, client.clone(), &config, node_ip, stop.clone())?;
+    }
     let (cert, key) = crate::server::self_signed_serving_cert(&config.node_name, &[node_ip])?;
     let listen = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), config.kubelet_port);
     let containers: Arc<dyn NodeContainers> = ctx.clone();

@@ -171,7 +171,7 @@ pub async fn check(
             Err(_) => Err(format!(
                 "Get \"http://{addr}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
             )),
-            Ok(Err(e)) => Err(format!("Get \"http://{addr}{path}\": {e}")),
+            Ok(Err(e)) => Err(format!("Get \"http://{addr}{path}\": {}", dial_error(addr, &e))),
             Ok(Ok(code)) if (200..400).contains(&code) => Ok(()),
             Ok(Ok(code)) => Err(format!("HTTP probe failed with statuscode: {code}")),
         };
@@ -185,12 +185,21 @@ pub async fn check(
         let addr = SocketAddr::new(host, port);
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
+            Ok(Err(e)) => Err(dial_error(addr, &e)),
             Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
         };
     }
     // gRPC probes and empty handlers: nothing this node can check.
     Ok(())
+}
+
+/// A connection error worded like Go's net package (what Kubernetes' probe messages show).
+fn dial_error(addr: SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => format!("dial tcp {addr}: connect: connection refused"),
+        std::io::ErrorKind::ConnectionReset => format!("read tcp {addr}: read: connection reset by peer"),
+        _ => format!("dial tcp {addr}: {e}"),
+    }
 }
 
 /// A minimal HTTP/1.1 GET: the status code of the response.

@@ -1156,7 +1156,11 @@ impl Worker {
             node_cpu: self.ctx.facts.cpus as f64,
             node_memory: self.ctx.facts.memory_bytes as f64,
         };
-        let env = env::container_env(container, &src).map_err(|e| e.to_string())?;
+        let mut env = env::container_env(container, &src).map_err(|e| e.to_string())?;
+        // Container runtimes set HOSTNAME; the kubelet's own variables win.
+        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+            env.insert(0, ("HOSTNAME".into(), pod_hostname(&self.pod)));
+        }
         let command = env::expand_all(container.command.as_deref().unwrap_or_default(), &env);
         let args = env::expand_all(container.args.as_deref().unwrap_or_default(), &env);
         let argv = resolve_command(&image, &command, &args);
