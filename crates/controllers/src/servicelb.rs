@@ -3,7 +3,8 @@
 //! With `--lb-ip-pool` (CIDRs or `A-B` ranges) every LoadBalancer Service without a `spec.loadBalancerClass`
 //! gets one address of the pool (MetalLB style): the address it asks for (annotation [`LB_IPS_ANNOTATION`],
 //! MetalLB's annotations, or `spec.loadBalancerIP`) or the lowest free one of its primary IP family. The
-//! ingress is `[{ip, ipMode: "VIP"}]`; one node per address announces it — [`announcer_for`] says which. The
+//! ingress is `[{ip, ipMode: "VIP"}]`; one node per address announces it — [`announcer_for`] says which, and
+//! [`announced_by`] gives a node agent the whole list of addresses it must announce. The
 //! [`Allocator`] is pure; it is rebuilt from the Services' statuses when the controller starts, so addresses
 //! survive restarts, and an address goes back to the pool when its Service is deleted or stops being a
 //! LoadBalancer.
@@ -19,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
@@ -326,6 +328,75 @@ pub fn announcer_for(ip: IpAddr, ready_nodes: &[String]) -> Option<String> {
         .cloned()
 }
 
+/// The LoadBalancer addresses `node` must announce, for a node agent: every ingress IP of a Service this
+/// controller handles, except nodes' own addresses (the no-pool fallback), whose [`announcer_for`] among the
+/// candidate nodes is `node`. Candidates are the Ready nodes not labelled [`EXCLUDE_NODE_LABEL`]; for a Service
+/// with `externalTrafficPolicy: Local` only those among them with a ready endpoint of it (per the
+/// EndpointSlices' `nodeName`), as MetalLB does, since the others drop its traffic.
+pub fn announced_by(
+    node: &str,
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    nodes: &[Arc<Node>],
+) -> BTreeSet<IpAddr> {
+    let node_ips: BTreeSet<IpAddr> = nodes
+        .iter()
+        .flat_map(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.addresses.clone())
+                .unwrap_or_default()
+        })
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    let mut candidates: Vec<String> = nodes
+        .iter()
+        .filter(|n| node_ready(n) && !excluded(n))
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    let mut mine = BTreeSet::new();
+    for svc in services.iter().filter(|s| is_ours(s)) {
+        let local = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.external_traffic_policy.as_deref())
+            == Some("Local");
+        let eligible: Vec<String> = if local {
+            let name = svc.metadata.name.as_deref();
+            let with_endpoints: BTreeSet<&str> = slices
+                .iter()
+                .filter(|sl| sl.metadata.namespace == svc.metadata.namespace)
+                .filter(|sl| {
+                    sl.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .map(String::as_str)
+                        == name
+                })
+                .flat_map(|sl| sl.endpoints.iter())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                .filter_map(|e| e.node_name.as_deref())
+                .collect();
+            candidates
+                .iter()
+                .filter(|c| with_endpoints.contains(c.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            candidates.clone()
+        };
+        for ip in ingress_ips(svc).into_iter().filter(|ip| !node_ips.contains(ip)) {
+            if announcer_for(ip, &eligible).as_deref() == Some(node) {
+                mine.insert(ip);
+            }
+        }
+    }
+    mine
+}
+
 /// Whether this controller handles the Service: a LoadBalancer without a class.
 pub fn is_ours(svc: &Service) -> bool {
     let spec = svc.spec.as_ref();
@@ -354,14 +425,16 @@ fn node_ready(node: &Node) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-/// The InternalIPs of the nodes that can take LoadBalancer traffic: Ready and not excluded by label.
-fn eligible_node_ips(node: &Node) -> Vec<IpAddr> {
-    let excluded = node
-        .metadata
+fn excluded(node: &Node) -> bool {
+    node.metadata
         .labels
         .as_ref()
-        .is_some_and(|l| l.contains_key(EXCLUDE_NODE_LABEL));
-    if excluded || !node_ready(node) {
+        .is_some_and(|l| l.contains_key(EXCLUDE_NODE_LABEL))
+}
+
+/// The InternalIPs of the nodes that can take LoadBalancer traffic: Ready and not excluded by label.
+fn eligible_node_ips(node: &Node) -> Vec<IpAddr> {
+    if excluded(node) || !node_ready(node) {
         return Vec::new();
     }
     node.status
@@ -803,6 +876,52 @@ mod tests {
         assert_eq!(
             node_ingress(&dual, &nodes),
             ips(&["192.168.0.1", "192.168.0.2", "fd00::2"])
+        );
+    }
+
+    #[test]
+    fn agents_announce_pool_addresses_once_and_never_node_addresses() {
+        let nodes = vec![
+            node("n1", true, &["192.168.0.1"]),
+            node("n2", true, &["192.168.0.2"]),
+            node("n3", false, &["192.168.0.3"]),
+        ];
+        let lb = |name: &str, ip: &str, extra: serde_json::Value| {
+            let mut v = json!({"metadata": {"name": name, "namespace": "default"},
+                "spec": {"type": "LoadBalancer"},
+                "status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+            for (k, val) in extra.as_object().into_iter().flatten() {
+                v["spec"][k] = val.clone();
+            }
+            Arc::new(svc(v))
+        };
+        let services = vec![
+            lb("pooled", "10.0.0.1", json!({})),
+            lb("fallback", "192.168.0.1", json!({})),
+            lb(
+                "classed",
+                "10.0.0.2",
+                json!({"loadBalancerClass": "example.com/lb"}),
+            ),
+            lb("local", "10.0.0.3", json!({"externalTrafficPolicy": "Local"})),
+        ];
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "local-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "local"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.42.1.5"], "nodeName": "n2", "conditions": {"ready": true}},
+                {"addresses": ["10.42.0.5"], "nodeName": "n1", "conditions": {"ready": false}}],
+        }))
+        .unwrap();
+        let slices = vec![Arc::new(slice)];
+        let by = |n: &str| announced_by(n, &services, &slices, &nodes);
+        let (n1, n2) = (by("n1"), by("n2"));
+        assert!(by("n3").is_empty(), "a NotReady node announces nothing");
+        assert!(n1.is_disjoint(&n2));
+        let all: BTreeSet<IpAddr> = n1.union(&n2).copied().collect();
+        assert_eq!(all, ips(&["10.0.0.1", "10.0.0.3"]).into_iter().collect());
+        assert!(
+            n2.contains(&ip("10.0.0.3")),
+            "only n2 has a ready endpoint of the Local service"
         );
     }
 
