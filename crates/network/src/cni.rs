@@ -309,8 +309,9 @@ impl PodNetwork for CniNetwork {
             .as_ref()
             .map(|c| c.request.port_mappings.clone())
             .unwrap_or_else(|| req.port_mappings.clone());
-        // Plugins treat an empty CNI_NETNS on DEL as "the namespace is gone: release state only".
-        let netns = if req.netns.exists() {
+        // Plugins treat an empty CNI_NETNS on DEL as "the namespace is gone: release state only". A leftover
+        // plain file (the bind mount already undone) would make them fail instead, forever.
+        let netns = if is_netns(&req.netns) {
             req.netns.clone()
         } else {
             PathBuf::new()
@@ -477,6 +478,11 @@ pub fn pod_status(result: &Value) -> Option<PodNetStatus> {
         }
     }
     (!status.ips.is_empty()).then_some(status)
+}
+
+/// Whether `path` is a network namespace file (an nsfs bind mount or `/proc/<pid>/ns/net`).
+fn is_netns(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 fn read_cache(path: &Path) -> Option<CachedAttachment> {

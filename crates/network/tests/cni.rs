@@ -116,6 +116,25 @@ fn pod_gets_an_ip_from_the_node_cidr_reachable_from_the_node_and_del_releases_it
     node.block_on(cni.del(&req2))
         .expect("DEL after the netns is gone");
     assert!(!lease2.exists(), "DEL without netns did not release the IP");
+
+    // Same when only a plain file is left where the namespace was mounted.
+    let pod3_ns = net.add_netns("p3").unwrap();
+    let req3 = pod_request("sandbox3", &netns_path(&pod3_ns), vec![]);
+    let status3 = node.block_on(cni.add(&req3)).expect("third ADD");
+    let lease3 = lease.with_file_name(status3.ips[0].to_string());
+    net.remove_netns(&pod3_ns);
+    let leftover = data.path().join("leftover-netns-file");
+    std::fs::write(&leftover, b"").unwrap();
+    let req3 = PodNetRequest {
+        netns: leftover,
+        ..req3
+    };
+    node.block_on(cni.del(&req3))
+        .expect("DEL with a stale netns file");
+    assert!(
+        !lease3.exists(),
+        "DEL with a stale netns file did not release the IP"
+    );
 }
 
 #[test]
