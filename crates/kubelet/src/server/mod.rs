@@ -4,7 +4,8 @@
 //! `kube-apiserver-kubelet-client`); a request without one gets a 401 `Status`, and a certificate from
 //! another CA fails the TLS handshake. Only `/healthz` is open. The routes are the real kubelet's:
 //! `GET /containerLogs/{ns}/{pod}/{container}` (see [`crate::logs`]), and `/exec/…` and `/attach/…`
-//! over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`; see [`stream`]).
+//! over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`; see [`stream`]); attach follows the
+//! container's log and writes to the stdin FIFO its shim keeps.
 //!
 //! The handlers reach containers through [`ContainerAccess`]; [`serve`] adapts the pod workers'
 //! [`NodeContainers`] to it, and tests use a fake over temporary files and local processes.
@@ -61,9 +62,6 @@ pub enum ServerError {
     /// The container runtime could not start an exec or attach session.
     #[error("{0}")]
     Runtime(String),
-    /// The runtime cannot attach to a container's stdio.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// What the handlers need from the node: find a container, and open exec / attach sessions on it.
@@ -92,12 +90,13 @@ impl ContainerAccess for Node {
         Ok(ExecIo::from_runtime(process))
     }
 
-    fn attach(&self, _container_id: &str, _tty: bool) -> Result<ExecIo, ServerError> {
-        Err(ServerError::Unsupported(
-            "attach is not supported by this node's container runtime: the shim keeps no attachable stdio; \
-             use `kubectl logs -f` to read the output or `kubectl exec` to run a shell"
-                .to_string(),
-        ))
+    fn attach(&self, container_id: &str, _tty: bool) -> Result<ExecIo, ServerError> {
+        let attach = self
+            .0
+            .runtime()
+            .attach(container_id)
+            .map_err(|e| ServerError::Runtime(e.to_string()))?;
+        ExecIo::from_attach(attach).map_err(|e| ServerError::Runtime(e.to_string()))
     }
 }
 
@@ -480,7 +479,6 @@ fn upgrade(
 ) -> Response {
     let io = match session {
         Ok(Ok(io)) => io,
-        Ok(Err(ServerError::Unsupported(msg))) => return text_error(StatusCode::BAD_REQUEST, msg),
         Ok(Err(e)) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };

@@ -69,6 +69,54 @@ impl ExecIo {
             }),
         }
     }
+
+    /// Wraps an attachment to a container's own stdio. The output arrives as CRI log records, which a
+    /// thread turns back into a stdout and a stderr pipe; the session ends when the container has exited
+    /// and its output is read. The container's exit is not the attach's: it reports success, as the
+    /// kubelet's attach does.
+    pub fn from_attach(mut attach: rkube_oci::runtime::Attach) -> std::io::Result<ExecIo> {
+        use rkube_oci::runtime::Stream as Output;
+        let stdin = attach.stdin.take().map(|f| Box::new(f) as Box<dyn Write + Send>);
+        let (out_r, mut out_w) = std::io::pipe()?;
+        let (err_r, mut err_w) = std::io::pipe()?;
+        let attach = std::sync::Arc::new(parking_lot::Mutex::new(attach));
+        let follower = attach.clone();
+        let pump = std::thread::spawn(move || {
+            loop {
+                let mut a = follower.lock();
+                // A short wait keeps the lock free for resizes.
+                let next = a.output.next(std::time::Duration::from_millis(200));
+                let finished = matches!(next, Ok(None)) && a.output.finished();
+                drop(a);
+                let written = match next {
+                    Ok(Some((Output::Stdout, bytes))) => out_w.write_all(&bytes),
+                    Ok(Some((Output::Stderr, bytes))) => err_w.write_all(&bytes),
+                    Ok(None) if finished => return,
+                    Ok(None) => Ok(()),
+                    Err(_) => return,
+                };
+                // The client went away (its side of the pipe is closed).
+                if written.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ExecIo {
+            stdin,
+            stdout: Some(Box::new(out_r)),
+            stderr: Some(Box::new(err_r)),
+            resize: Some(Box::new(move |width, height| {
+                if let Err(e) = attach.lock().resize(width, height) {
+                    tracing::debug!(error = %e, "resizing an attached terminal failed");
+                }
+            })),
+            wait: Box::new(move || {
+                pump.join()
+                    .map(|_| 0)
+                    .map_err(|_| "attach output failed".to_string())
+            }),
+        })
+    }
 }
 
 /// The query of an exec or attach request.

@@ -86,39 +86,44 @@ impl ContainerAccess for FakeNode {
 
     /// A local process stands in for the container's.
     fn exec(&self, _container_id: &str, cmd: &[String], _tty: bool) -> Result<ExecIo, ServerError> {
-        let mut child = Command::new(&cmd[0])
-            .args(&cmd[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| ServerError::Runtime(e.to_string()))?;
-        Ok(ExecIo {
-            stdin: child
-                .stdin
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Write + Send>),
-            stdout: child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            stderr: child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            resize: None,
-            wait: Box::new(move || {
-                child
-                    .wait()
-                    .map(|s| s.code().unwrap_or(-1))
-                    .map_err(|e| e.to_string())
-            }),
-        })
+        spawn_local(cmd)
     }
 
+    /// The container's own output, as a process that prints it.
     fn attach(&self, _container_id: &str, _tty: bool) -> Result<ExecIo, ServerError> {
-        Err(ServerError::Unsupported("attach is not supported".into()))
+        spawn_local(&["echo".to_string(), "attached".to_string()])
     }
+}
+
+fn spawn_local(cmd: &[String]) -> Result<ExecIo, ServerError> {
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ServerError::Runtime(e.to_string()))?;
+    Ok(ExecIo {
+        stdin: child
+            .stdin
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Write + Send>),
+        stdout: child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        stderr: child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        resize: None,
+        wait: Box::new(move || {
+            child
+                .wait()
+                .map(|s| s.code().unwrap_or(-1))
+                .map_err(|e| e.to_string())
+        }),
+    })
 }
 
 struct Kubelet {
@@ -485,7 +490,7 @@ async fn exec_over_v4_reports_success() {
 }
 
 #[tokio::test]
-async fn streams_without_websocket_or_attach_get_clear_errors() {
+async fn streams_without_websocket_get_clear_errors() {
     let k = start().await;
     let (code, text) = k.get_text("/exec/default/web/main?command=ls&stdout=1").await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
@@ -495,7 +500,11 @@ async fn streams_without_websocket_or_attach_get_clear_errors() {
     assert_eq!(text, "you must specify at least one command for the container");
     let (code, _) = k.get_text("/exec/default/gone/main?command=ls&stdout=1").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+}
 
+#[tokio::test]
+async fn attach_streams_the_containers_output() {
+    let k = start().await;
     let tls = connect(k.addr, k.identity()).await.unwrap();
     let mut req = format!(
         "wss://127.0.0.1:{}/attach/default/web/main?stdout=1",
@@ -505,12 +514,12 @@ async fn streams_without_websocket_or_attach_get_clear_errors() {
     .unwrap();
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
-    match tokio_tungstenite::client_async(req, tls).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-            let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
-            assert!(body.contains("attach is not supported"), "{body}");
-        }
-        other => panic!("attach should be refused: {:?}", other.map(|r| r.1.status())),
-    }
+    let (mut ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(req, tls))
+        .await
+        .unwrap()
+        .unwrap();
+    let channels = collect(&mut ws).await;
+    assert_eq!(channels.get(&1).map(Vec::as_slice), Some(&b"attached\n"[..]));
+    let status: serde_json::Value = serde_json::from_slice(&channels[&3]).unwrap();
+    assert_eq!(status["status"], "Success");
 }
