@@ -638,3 +638,71 @@ fn remove_cleans_up_running_and_half_created_containers() {
     env.rt.remove_sandbox("pod-rm").unwrap();
     env.teardown();
 }
+
+/// Reads attached output until `needle` shows up (or fails after 20 s).
+fn read_attached(follower: &mut rkube_oci::runtime::LogFollower, seen: &mut String, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in attached output {seen:?}"
+        );
+        if let Some((_, bytes)) = follower.next(Duration::from_millis(200)).unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
+#[test]
+fn attach_reaches_stdin_output_and_terminal_size() {
+    use std::io::Write;
+    let env = Env::new();
+    let sandbox = env.rt.create_sandbox("pod-attach", "attach").unwrap();
+    let mut piped = env.container(
+        "piped",
+        &sandbox,
+        &["sh", "-c", "echo ready; read line; echo got:$line"],
+    );
+    piped.process.stdin = true;
+    env.run(&piped);
+    env.wait_for_log("piped", "ready");
+    let mut a = env.rt.attach("piped").unwrap();
+    a.stdin
+        .as_mut()
+        .expect("stdin was requested")
+        .write_all(b"hello\n")
+        .unwrap();
+    let mut seen = String::new();
+    read_attached(&mut a.output, &mut seen, "got:hello\n");
+    assert!(
+        !seen.contains("ready"),
+        "attach starts at the current end of the output"
+    );
+    assert_eq!(exit_code(&env.wait_exited("piped")), 0);
+    wait("the follower to end", Duration::from_secs(10), || {
+        a.output.next(Duration::from_millis(50)).unwrap().is_none() && a.output.finished()
+    });
+
+    let mut term = env.container(
+        "term",
+        &sandbox,
+        &["sh", "-c", "echo ready; read line; stty size; tty"],
+    );
+    term.process.stdin = true;
+    term.process.tty = true;
+    env.run(&term);
+    env.wait_for_log("term", "ready");
+    let mut a = env.rt.attach("term").unwrap();
+    a.resize(77, 22).unwrap();
+    a.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut seen = String::new();
+    read_attached(&mut a.output, &mut seen, "22 77\r\n");
+    read_attached(&mut a.output, &mut seen, "/dev/");
+    drop(a);
+    assert_eq!(exit_code(&env.wait_exited("term")), 0);
+    // A container without stdin has nothing to write to, but its output can still be followed.
+    let quiet = env.container("quiet", &sandbox, &["sleep", "1000"]);
+    env.run(&quiet);
+    assert!(env.rt.attach("quiet").unwrap().stdin.is_none());
+    env.teardown();
+}

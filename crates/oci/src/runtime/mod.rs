@@ -11,10 +11,12 @@
 //!   share as `/dev/shm`.
 //! - `containers/<id>/`: the OCI bundle (`config.json`, `rootfs/` = overlay of the image layers with `upper/`
 //!   and `work/`), `meta.json` (what [`Runtime::list_containers`] reports), `shim.json` / `shim.pid` /
-//!   `shim.log` (the monitor), `started_at` and `exit.json` (the container's life).
+//!   `shim.log` (the monitor), `attach/` (FIFOs into the container's stdin and terminal size),
+//!   `started_at` and `exit.json` (the container's life).
 //!
 //! Start reading at [`Runtime`]; [`shim`] is the process side, [`spec`] the `config.json` rules.
 
+mod attach;
 pub mod cgroups;
 mod exec;
 mod log;
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use attach::{Attach, LogFollower, Stream};
 pub use exec::ExecProcess;
 pub use nix::sys::signal::Signal;
 
@@ -615,6 +618,15 @@ impl Runtime {
             });
         }
         exec::spawn(&self.runc, id, &dir, cmd, tty)
+    }
+
+    /// Attaches to the running container's own stdio: its stdin (if created with `stdin`), its output from
+    /// now on (followed in the CRI log), and terminal resize.
+    pub fn attach(&self, id: &str) -> Result<Attach, RuntimeError> {
+        let dir = self.container_dir(id)?;
+        let meta: Meta =
+            read_json(&dir.join(META)).map_err(|_| RuntimeError::NotFound(format!("container {id}")))?;
+        Attach::open(&dir, &meta.log_path)
     }
 
     /// Runs `cmd` to completion (exec probes): its exit code and combined stdout+stderr. On timeout the

@@ -10,6 +10,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use super::{ExitRecord, RuntimeError, cgroups, io_err, read_json, write_json};
 pub(crate) const SHIM_CONFIG: &str = "shim.json";
 const SHIM_PID: &str = "shim.pid";
 const INIT_PID: &str = "init.pid";
+pub(crate) const ATTACH_DIR: &str = "attach";
 
 /// What the monitor needs to know, written by the runtime into the container directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,26 +170,36 @@ fn create(dir: &Path) -> Result<Created, RuntimeError> {
         .arg(&cfg.bundle)
         .arg("--pid-file")
         .arg(dir.join(INIT_PID))
-        .arg(&cfg.id)
         .current_dir(&cfg.bundle);
     let mut readers = Vec::new();
-    // Kept open for the container's life so its stdin never sees EOF.
-    let mut _stdin_writer = None;
+    // Where attached clients' input goes: the pty master or the stdin pipe.
+    let mut stdin_writer: Option<File> = None;
+    let mut pty_master: Option<File> = None;
     let not_started = |e: io::Error| RuntimeError::Io {
         path: cfg.runc.clone(),
         source: e,
     };
+    // With a terminal, runc makes the pty inside the container (so it is the process's controlling
+    // terminal there) and hands us the master through a socket.
+    let mut console = None;
     if cfg.tty {
-        let pty = nix::pty::openpty(None, None).map_err(super::sys_err("openpty"))?;
-        let slave = File::from(pty.slave);
-        let dup = |f: &File| f.try_clone().map_err(not_started);
+        let sock_dir = tempfile::Builder::new()
+            .prefix("rkube-console-")
+            .tempdir()
+            .map_err(not_started)?;
+        let sock = sock_dir.path().join("s");
+        let listener = UnixListener::bind(&sock).map_err(not_started)?;
         command
-            .stdin(Stdio::from(dup(&slave)?))
-            .stdout(Stdio::from(dup(&slave)?))
-            .stderr(Stdio::from(slave));
-        let master = File::from(pty.master);
-        _stdin_writer = Some(dup(&master)?);
-        readers.push(spawn_pump(master, "stdout", &cri));
+            .arg("--console-socket")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(listener.accept().and_then(|(stream, _)| receive_fd(&stream)));
+        });
+        console = Some((rx, sock_dir));
     } else {
         let (out_r, out_w) = io::pipe().map_err(not_started)?;
         let (err_r, err_w) = io::pipe().map_err(not_started)?;
@@ -195,13 +207,14 @@ fn create(dir: &Path) -> Result<Created, RuntimeError> {
         if cfg.stdin {
             let (in_r, in_w) = io::pipe().map_err(not_started)?;
             command.stdin(in_r);
-            _stdin_writer = Some(File::from(std::os::fd::OwnedFd::from(in_w)));
+            stdin_writer = Some(File::from(std::os::fd::OwnedFd::from(in_w)));
         } else {
             command.stdin(Stdio::null());
         }
         readers.push(spawn_pump(out_r, "stdout", &cri));
         readers.push(spawn_pump(err_r, "stderr", &cri));
     }
+    command.arg(&cfg.id);
     let mut child = command.spawn().map_err(not_started)?;
     // Our copies of the container's ends must close, or the readers would never see EOF.
     drop(command);
@@ -221,11 +234,91 @@ fn create(dir: &Path) -> Result<Created, RuntimeError> {
         .trim()
         .parse()
         .map_err(|_| RuntimeError::Invalid(format!("{} is not a pid", init_path.display())))?;
-    if let Some(w) = _stdin_writer {
-        // Leaked on purpose: the monitor ends when the container does, and the pipe with it.
-        std::mem::forget(w);
+    if let Some((rx, _sock_dir)) = console {
+        let master = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| RuntimeError::Shim {
+                id: cfg.id.clone(),
+                message: "runc sent no console".into(),
+            })?
+            .map_err(not_started)?;
+        let master = File::from(master);
+        let dup = |f: &File| f.try_clone().map_err(not_started);
+        stdin_writer = cfg.stdin.then(|| dup(&master)).transpose()?;
+        pty_master = Some(dup(&master)?);
+        readers.push(spawn_pump(master, "stdout", &cri));
     }
+    serve_attach(dir, stdin_writer, pty_master)?;
     Ok((cfg, init, readers))
+}
+
+/// Attach points in the container directory: FIFO `attach/stdin` (whatever is written reaches the
+/// container's stdin) and, with a terminal, FIFO `attach/resize` (lines `<width> <height>`). The shim holds
+/// both open for reading *and* writing, so a client that goes away never means EOF to the container.
+fn serve_attach(dir: &Path, stdin: Option<File>, pty: Option<File>) -> Result<(), RuntimeError> {
+    let attach = dir.join(ATTACH_DIR);
+    fs::create_dir_all(&attach).map_err(io_err(&attach))?;
+    let fifo = |name: &str| -> Result<File, RuntimeError> {
+        let path = attach.join(name);
+        let _ = fs::remove_file(&path);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(super::sys_err(format!("mkfifo {}", path.display())))?;
+        File::options()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))
+    };
+    if let Some(mut writer) = stdin {
+        let mut input = fifo("stdin")?;
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut input, &mut writer);
+        });
+    }
+    if let Some(master) = pty {
+        let input = fifo("resize")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(input).lines() {
+                let Ok(line) = line else { break };
+                let mut parts = line.split_whitespace().map(|p| p.parse::<u16>());
+                if let (Some(Ok(w)), Some(Ok(h))) = (parts.next(), parts.next()) {
+                    let size = rustix::termios::Winsize {
+                        ws_row: h,
+                        ws_col: w,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    let _ = rustix::termios::tcsetwinsize(&master, size);
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The pty master runc sends over its console socket.
+fn receive_fd(stream: &UnixStream) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    // runc sends the terminal's name along with the descriptor.
+    let mut name = [0u8; 4096];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    rustix::net::recvmsg(
+        stream,
+        &mut [io::IoSliceMut::new(&mut name)],
+        &mut control,
+        RecvFlags::empty(),
+    )?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = message
+            && let Some(fd) = fds.next()
+        {
+            return Ok(fd);
+        }
+    }
+    Err(io::Error::other(
+        "runc's console socket carried no file descriptor",
+    ))
 }
 
 /// The last error runc logged (`--log` writes JSON lines with `level` and `msg`).

@@ -224,7 +224,7 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, cgroups_path: &str, shm: Option
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": p.tty,
             "user": {"uid": p.uid, "gid": p.gid, "additionalGids": p.additional_gids},
             "args": p.args,
             "env": env,
