@@ -37,6 +37,9 @@ pub struct ExecIo {
     pub resize: Option<Box<dyn FnMut(u16, u16) + Send>>,
     /// Blocks until the process ends; its exit code, or why it could not be waited for.
     pub wait: Box<dyn FnOnce() -> Result<i32, String> + Send>,
+    /// Ends the process when its client went away: a shell on a terminal would otherwise wait for input
+    /// forever (our own output pump keeps the terminal open). `None`: the process is left to finish.
+    pub kill: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl ExecIo {
@@ -48,6 +51,7 @@ impl ExecIo {
         let stderr = process.stderr.take().map(|f| Box::new(f) as Box<dyn Read + Send>);
         let process = std::sync::Arc::new(parking_lot::Mutex::new(process));
         let for_resize = process.clone();
+        let for_kill = process.clone();
         ExecIo {
             stdin,
             stdout,
@@ -67,6 +71,9 @@ impl ExecIo {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
             }),
+            kill: Some(Box::new(move || {
+                let _ = for_kill.lock().kill();
+            })),
         }
     }
 
@@ -115,6 +122,8 @@ impl ExecIo {
                     .map(|_| 0)
                     .map_err(|_| "attach output failed".to_string())
             }),
+            // Detaching leaves the container alone.
+            kill: None,
         })
     }
 }
@@ -295,6 +304,9 @@ pub async fn run(socket: WebSocket, protocol: String, opts: StreamOptions, mut i
         // The client went away: nobody is left to tell how the process ends.
         drop(out_tx);
         writer.abort();
+        if let Some(kill) = io.kill.take() {
+            let _ = tokio::task::spawn_blocking(kill).await;
+        }
         return;
     };
     let drained = async {

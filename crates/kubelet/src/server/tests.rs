@@ -57,6 +57,8 @@ struct FakeContainer {
 #[derive(Default)]
 struct FakeNode {
     containers: BTreeMap<(String, String, String), FakeContainer>,
+    /// Every process an exec started.
+    pids: Arc<parking_lot::Mutex<Vec<u32>>>,
 }
 
 impl ContainerAccess for FakeNode {
@@ -86,16 +88,19 @@ impl ContainerAccess for FakeNode {
 
     /// A local process stands in for the container's.
     fn exec(&self, _container_id: &str, cmd: &[String], _tty: bool) -> Result<ExecIo, ServerError> {
-        spawn_local(cmd)
+        let io = spawn_local(cmd)?;
+        self.pids.lock().push(io.1);
+        Ok(io.0)
     }
 
     /// The container's own output, as a process that prints it.
     fn attach(&self, _container_id: &str, _tty: bool) -> Result<ExecIo, ServerError> {
-        spawn_local(&["echo".to_string(), "attached".to_string()])
+        spawn_local(&["echo".to_string(), "attached".to_string()]).map(|io| io.0)
     }
 }
 
-fn spawn_local(cmd: &[String]) -> Result<ExecIo, ServerError> {
+/// The process's stdio, wait and kill, and its pid.
+fn spawn_local(cmd: &[String]) -> Result<(ExecIo, u32), ServerError> {
     let mut child = Command::new(&cmd[0])
         .args(&cmd[1..])
         .stdin(Stdio::piped())
@@ -103,7 +108,8 @@ fn spawn_local(cmd: &[String]) -> Result<ExecIo, ServerError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| ServerError::Runtime(e.to_string()))?;
-    Ok(ExecIo {
+    let pid = child.id();
+    let io = ExecIo {
         stdin: child
             .stdin
             .take()
@@ -117,13 +123,20 @@ fn spawn_local(cmd: &[String]) -> Result<ExecIo, ServerError> {
             .take()
             .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         resize: None,
+        kill: Some(Box::new(move || {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        })),
         wait: Box::new(move || {
             child
                 .wait()
                 .map(|s| s.code().unwrap_or(-1))
                 .map_err(|e| e.to_string())
         }),
-    })
+    };
+    Ok((io, pid))
 }
 
 struct Kubelet {
@@ -132,6 +145,7 @@ struct Kubelet {
     _dir: tempfile::TempDir,
     log: PathBuf,
     running: Arc<AtomicBool>,
+    pids: Arc<parking_lot::Mutex<Vec<u32>>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -154,6 +168,7 @@ async fn start() -> Kubelet {
     std::fs::write(&previous, "2023-12-31T00:00:00Z stdout F before the restart\n").unwrap();
     let running = Arc::new(AtomicBool::new(true));
     let mut node = FakeNode::default();
+    let pids = node.pids.clone();
     node.containers.insert(
         ("default".into(), "web".into(), "main".into()),
         FakeContainer {
@@ -179,6 +194,7 @@ async fn start() -> Kubelet {
         _dir: dir,
         log,
         running,
+        pids,
         stop,
     }
 }
@@ -522,4 +538,28 @@ async fn attach_streams_the_containers_output() {
     assert_eq!(channels.get(&1).map(Vec::as_slice), Some(&b"attached\n"[..]));
     let status: serde_json::Value = serde_json::from_slice(&channels[&3]).unwrap();
     assert_eq!(status["status"], "Success");
+}
+
+#[tokio::test]
+async fn a_session_whose_client_leaves_ends_its_process() {
+    let k = start().await;
+    let mut ws = exec_socket(&k, "command=sleep&command=60&stdout=1", "v5.channel.k8s.io").await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let pid = loop {
+        if let Some(pid) = k.pids.lock().first().copied() {
+            break pid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the exec never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists());
+    ws.close(None).await.unwrap();
+    while proc_dir.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sleep 60 still runs after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
