@@ -21,9 +21,9 @@ use crate::netns;
 /// Repository and tag of the plain busybox image.
 pub const BUSYBOX: &str = "rkube-test/busybox:1";
 /// The bootcamp server answering `v=1`.
-pub const BOOTCAMP_V1: &str = "rkube-test/bootcamp:v1";
+pub const BOOTCAMP_V1: &str = "rkube-test/kubernetes-bootcamp:v1";
 /// The bootcamp server answering `v=2`.
-pub const BOOTCAMP_V2: &str = "rkube-test/bootcamp:v2";
+pub const BOOTCAMP_V2: &str = "rkube-test/kubernetes-bootcamp:v2";
 
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
