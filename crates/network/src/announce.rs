@@ -12,12 +12,18 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Service};
 
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, SockaddrLike, sendto, socket};
 
 use crate::command::{self, CommandError};
 use crate::routes::ROUTE_PROTOCOL;
+use crate::watch::Cache;
 
+/// How often the wanted IPs are re-announced without any change (refreshes neighbours, retries failures).
+const RESYNC: Duration = Duration::from_secs(30);
 /// How many gratuitous ARP frames (request + reply form each) one announcement sends.
 const GARP_ROUNDS: usize = 2;
 
@@ -148,19 +154,34 @@ impl Announcer {
         Ok(())
     }
 
-    /// The IPs currently announced on our uplink (proxy-ARP entries).
+    /// The IPs we currently announce on our uplink (a proxy-ARP entry plus our `/32 dev lo` route).
     pub async fn announced(&self) -> Result<Vec<IpAddr>, AnnounceError> {
         #[derive(serde::Deserialize)]
-        struct Neigh {
-            dst: IpAddr,
+        struct Entry {
+            dst: String,
         }
-        let text = command::ip(&["-j", "-4", "neigh", "show", "proxy", "dev", &self.uplink]).await?;
-        let entries: Vec<Neigh> = if text.trim().is_empty() {
-            Vec::new()
-        } else {
-            serde_json::from_str(&text)?
-        };
-        let mut ips: Vec<IpAddr> = entries.into_iter().map(|n| n.dst).collect();
+        async fn list(args: &[&str]) -> Result<Vec<String>, AnnounceError> {
+            let text = command::ip(args).await?;
+            let entries: Vec<Entry> = if text.trim().is_empty() {
+                Vec::new()
+            } else {
+                serde_json::from_str(&text)?
+            };
+            Ok(entries.into_iter().map(|e| e.dst).collect())
+        }
+        let proxied = list(&["-j", "-4", "neigh", "show", "proxy", "dev", &self.uplink]).await?;
+        // Only entries with our /32 route count: proxy entries someone else made are not ours to withdraw.
+        let proto = ROUTE_PROTOCOL.to_string();
+        let routed = list(&["-j", "-4", "route", "show", "dev", "lo", "proto", &proto]).await?;
+        let mut ips: Vec<IpAddr> = proxied
+            .iter()
+            .filter(|ip| {
+                routed
+                    .iter()
+                    .any(|r| r == *ip || r.strip_suffix("/32") == Some(ip.as_str()))
+            })
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
         ips.sort();
         ips.dedup();
         Ok(ips)
@@ -177,6 +198,108 @@ impl Announcer {
             self.announce(*ip).await?;
         }
         Ok(())
+    }
+}
+
+/// The LoadBalancer IPs this node must announce: every `status.loadBalancer.ingress[].ip` of a LoadBalancer
+/// Service for which `elect(ip, ready nodes)` names `self_name`. IPs that are node addresses (the no-pool
+/// fallback, as k3s ServiceLB) are skipped: their node already answers ARP for them. Sorted, no duplicates.
+/// `elect` is the controllers' `servicelb::announcer_for`, so the agent and the controller agree.
+pub fn wanted<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    nodes: impl IntoIterator<Item = &'a Node>,
+    self_name: &str,
+    elect: impl Fn(IpAddr, &[String]) -> Option<String>,
+) -> Vec<IpAddr> {
+    let mut ready = Vec::new();
+    let mut node_ips = Vec::new();
+    for node in nodes {
+        let status = node.status.as_ref();
+        node_ips.extend(
+            status
+                .and_then(|s| s.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.address.parse::<IpAddr>().ok()),
+        );
+        let is_ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if let (true, Some(name)) = (is_ready, node.metadata.name.clone()) {
+            ready.push(name);
+        }
+    }
+    ready.sort();
+    let mut out: Vec<IpAddr> = services
+        .into_iter()
+        .filter(|svc| svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"))
+        .filter_map(|svc| svc.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref())
+        .flatten()
+        .filter_map(|ing| ing.ip.as_deref()?.parse::<IpAddr>().ok())
+        .filter(|ip| ip.is_ipv4() && !node_ips.contains(ip))
+        .filter(|ip| elect(*ip, &ready).as_deref() == Some(self_name))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Watches Services and Nodes through `client` and keeps `announcer` announcing exactly [`wanted`] for this
+/// node, until `stop` turns true. Re-announces periodically (the gratuitous ARP refreshes neighbours) and
+/// retries failures.
+pub async fn run(
+    client: kube::Client,
+    node_name: String,
+    announcer: Announcer,
+    elect: impl Fn(IpAddr, &[String]) -> Option<String> + Send,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::{Config, watcher};
+
+    let services = watcher(kube::Api::<Service>::all(client.clone()), Config::default()).default_backoff();
+    let nodes = watcher(kube::Api::<Node>::all(client), Config::default()).default_backoff();
+    let (mut services, mut nodes) = (std::pin::pin!(services), std::pin::pin!(nodes));
+    let mut service_cache: Cache<Service> = Cache::default();
+    let mut node_cache: Cache<Node> = Cache::default();
+    let mut applied: Option<Vec<IpAddr>> = None;
+    let mut resync = tokio::time::interval(RESYNC);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() { return },
+            event = services.next() => match event {
+                Some(Ok(event)) => service_cache.apply(event),
+                Some(Err(e)) => tracing::warn!(error = %e, "watching services for LoadBalancer IPs"),
+                None => return,
+            },
+            event = nodes.next() => match event {
+                Some(Ok(event)) => node_cache.apply(event),
+                Some(Err(e)) => tracing::warn!(error = %e, "watching nodes for LoadBalancer IPs"),
+                None => return,
+            },
+            _ = resync.tick() => applied = None,
+        }
+        if !service_cache.listed || !node_cache.listed {
+            continue;
+        }
+        let want = wanted(
+            service_cache.objects.values(),
+            node_cache.objects.values(),
+            &node_name,
+            &elect,
+        );
+        if applied.as_ref() != Some(&want) {
+            match announcer.sync(&want).await {
+                Ok(()) => applied = Some(want),
+                Err(e) => tracing::warn!(error = %e, "announcing LoadBalancer IPs"),
+            }
+        }
     }
 }
 
@@ -253,5 +376,92 @@ mod tests {
         let reply = garp_frame(mac, Ipv4Addr::new(10, 0, 0, 7), 2);
         assert_eq!(&reply[20..22], &[0, 2]);
         assert_eq!(&reply[32..38], &mac);
+    }
+
+    fn node(name: &str, ip: &str, ready: bool) -> Node {
+        use k8s_openapi::api::core::v1::{NodeAddress, NodeCondition, NodeStatus};
+        Node {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: ip.into(),
+                }]),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn service(type_: &str, ips: &[&str]) -> Service {
+        use k8s_openapi::api::core::v1::{
+            LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
+        };
+        Service {
+            spec: Some(ServiceSpec {
+                type_: Some(type_.into()),
+                ..Default::default()
+            }),
+            status: Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(
+                        ips.iter()
+                            .map(|ip| LoadBalancerIngress {
+                                ip: Some(ip.to_string()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wanted_are_the_pool_ips_elected_to_this_node() {
+        let nodes = [
+            node("a", "172.31.0.1", true),
+            node("b", "172.31.0.2", true),
+            node("c", "172.31.0.3", false),
+        ];
+        let services = [
+            service("LoadBalancer", &["172.31.0.200", "172.31.0.201"]),
+            service("LoadBalancer", &["172.31.0.2"]), // no pool: a node's own IP, nothing to announce
+            service("LoadBalancer", &["fd00::5"]),    // IPv6 is not announced
+            service("ClusterIP", &["172.31.0.202"]),
+        ];
+        // Elect by the last octet's parity among the ready nodes; record who was a candidate.
+        let candidates = std::sync::Mutex::new(Vec::new());
+        let elect = |ip: IpAddr, ready: &[String]| {
+            candidates.lock().unwrap().push(ready.to_vec());
+            let IpAddr::V4(v4) = ip else { return None };
+            ready.get(v4.octets()[3] as usize % ready.len()).cloned()
+        };
+        assert_eq!(
+            wanted(&services, &nodes, "a", elect),
+            vec!["172.31.0.200".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            wanted(&services, &nodes, "b", elect),
+            vec!["172.31.0.201".parse::<IpAddr>().unwrap()]
+        );
+        assert!(wanted(&services, &nodes, "c", elect).is_empty());
+        assert!(
+            candidates
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|c| c == &["a".to_string(), "b".to_string()])
+        );
     }
 }

@@ -4,7 +4,6 @@
 //! NotReady nodes keep their route: their pods may still be running (a late lease is no reason to cut traffic
 //! to them); eviction moves the pods, and deleting the Node removes the route.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 
 use crate::routes::{RouteSync, parse_cidr};
+use crate::watch::Cache;
 
 /// How often the routes are re-applied even without Node changes (repairs drift and retries failures).
 const RESYNC: Duration = Duration::from_secs(10);
@@ -65,9 +65,7 @@ pub async fn run(
 ) {
     let api: Api<Node> = Api::all(client);
     let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    let mut listing: Option<BTreeMap<String, Node>> = None;
-    let mut listed = false;
+    let mut nodes: Cache<Node> = Cache::default();
     let mut applied: Option<Vec<(String, IpAddr)>> = None;
     let mut resync = tokio::time::interval(RESYNC);
     loop {
@@ -77,49 +75,21 @@ pub async fn run(
         tokio::select! {
             changed = stop.changed() => if changed.is_err() { return },
             event = events.next() => match event {
-                Some(Ok(event)) => {
-                    apply_event(&mut nodes, &mut listing, event, &mut listed);
-                }
+                Some(Ok(event)) => nodes.apply(event),
                 Some(Err(e)) => tracing::warn!(error = %e, "watching nodes for pod CIDR routes"),
                 None => return,
             },
             _ = resync.tick() => applied = None,
         }
-        if !listed {
+        if !nodes.listed {
             continue;
         }
-        let want = peers(nodes.values(), &node_name);
+        let want = peers(nodes.objects.values(), &node_name);
         if applied.as_ref() != Some(&want) {
             match routes.sync(&want).await {
                 Ok(_) => applied = Some(want),
                 Err(e) => tracing::warn!(error = %e, "syncing pod CIDR routes"),
             }
-        }
-    }
-}
-
-fn apply_event(
-    nodes: &mut BTreeMap<String, Node>,
-    listing: &mut Option<BTreeMap<String, Node>>,
-    event: watcher::Event<Node>,
-    listed: &mut bool,
-) {
-    let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
-    match event {
-        watcher::Event::Apply(n) => {
-            nodes.insert(name(&n), n);
-        }
-        watcher::Event::Delete(n) => {
-            nodes.remove(&name(&n));
-        }
-        watcher::Event::Init => *listing = Some(BTreeMap::new()),
-        watcher::Event::InitApply(n) => {
-            listing.get_or_insert_with(BTreeMap::new).insert(name(&n), n);
-        }
-        watcher::Event::InitDone => {
-            // Replace the whole set at once, so nodes deleted while we were not watching lose their route.
-            *nodes = listing.take().unwrap_or_default();
-            *listed = true;
         }
     }
 }
@@ -178,33 +148,5 @@ mod tests {
                 ("10.42.2.0/24".to_string(), "172.31.0.2".parse().unwrap()),
             ]
         );
-    }
-
-    #[test]
-    fn a_relist_forgets_nodes_deleted_while_not_watching() {
-        let mut nodes = BTreeMap::new();
-        let mut listing = None;
-        let mut listed = false;
-        let a = node("a", Some("10.42.1.0/24"), &[("InternalIP", "172.31.0.3")]);
-        let b = node("b", Some("10.42.2.0/24"), &[("InternalIP", "172.31.0.2")]);
-        apply_event(
-            &mut nodes,
-            &mut listing,
-            watcher::Event::Apply(a.clone()),
-            &mut listed,
-        );
-        apply_event(&mut nodes, &mut listing, watcher::Event::Apply(b), &mut listed);
-        assert!(!listed);
-        apply_event(&mut nodes, &mut listing, watcher::Event::Init, &mut listed);
-        apply_event(
-            &mut nodes,
-            &mut listing,
-            watcher::Event::InitApply(a),
-            &mut listed,
-        );
-        assert_eq!(nodes.len(), 2, "the old set stays until the relist is complete");
-        apply_event(&mut nodes, &mut listing, watcher::Event::InitDone, &mut listed);
-        assert!(listed);
-        assert_eq!(nodes.keys().collect::<Vec<_>>(), vec!["a"]);
     }
 }

@@ -1,9 +1,10 @@
 //! Pod networking for the rkube node agent: the standard CNI plugins behind the [`PodNetwork`] trait, host-gw
 //! routes between nodes ([`RouteSync`]) and LoadBalancer IP announcement by proxy ARP ([`Announcer`]).
 //!
-//! Start reading at [`PodNetwork`] and [`CniNetwork`] (module [`cni`]); [`hostgw::run`] is the agent's loop
-//! that keeps [`RouteSync`] in step with the Nodes; [`testing`] builds throw-away network namespaces for the
-//! tests of this crate, the service proxy and the end-to-end suite.
+//! Start reading at [`PodNetwork`] and [`CniNetwork`] (module [`cni`]); [`hostgw::run`] and
+//! [`announce::run`] are the agent's loops that keep [`RouteSync`] and [`Announcer`] in step with the API;
+//! [`testing`] builds throw-away network namespaces for the tests of this crate, the service proxy and the
+//! end-to-end suite.
 //!
 //! Every operation here acts on the network namespace of the *calling thread*: the agent runs in its node's
 //! namespace, so that is the node's. Child processes (`ip`, CNI plugins) inherit it; sysctls are written with
@@ -17,6 +18,7 @@ mod names;
 pub mod routes;
 mod sysctl;
 pub mod testing;
+mod watch;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

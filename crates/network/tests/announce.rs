@@ -98,8 +98,28 @@ fn lb_ip_resolves_to_the_announcing_node_moves_on_takeover_and_withdraw_cleans_u
         || client_neigh(&net, lb).as_deref() == Some(mac2.as_str()),
     );
 
-    // sync() withdraws what is no longer ours; withdraw is idempotent.
+    // sync() withdraws what is no longer ours — and only ours; withdraw is idempotent.
+    let foreign = Ipv4Addr::new(octets[0], octets[1], octets[2], 222).to_string();
+    assert!(
+        n2.command("ip")
+            .args(["neigh", "add", "proxy", &foreign, "dev", "eth0"])
+            .status()
+            .unwrap()
+            .success()
+    );
     n2.block_on(a2.sync(&[])).expect("sync to nothing");
+    let proxies = stdout(n2.command("ip").args(["neigh", "show", "proxy"]));
+    assert!(
+        proxies.contains(&foreign),
+        "sync removed a proxy entry it did not make: {proxies}"
+    );
+    assert!(
+        n2.command("ip")
+            .args(["neigh", "del", "proxy", &foreign, "dev", "eth0"])
+            .status()
+            .unwrap()
+            .success()
+    );
     n2.block_on(a2.withdraw(lb_ip)).expect("second withdraw");
     for (node, announcer) in [(n1, &a1), (n2, &a2)] {
         assert!(node.block_on(announcer.announced()).unwrap().is_empty());
