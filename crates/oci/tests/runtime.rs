@@ -706,3 +706,127 @@ fn attach_reaches_stdin_output_and_terminal_size() {
     assert!(env.rt.attach("quiet").unwrap().stdin.is_none());
     env.teardown();
 }
+
+#[test]
+fn security_context_and_resources_reach_the_container() {
+    let env = Env::new();
+    let sandbox = env.rt.create_sandbox("pod-sec", "sec").unwrap();
+    let mut user = env.container(
+        "user",
+        &sandbox,
+        &[
+            "sh",
+            "-c",
+            "id -u; id -g; id -G; touch /probe && echo writable || echo read-only; \
+                       chown 0:0 /tmp 2>/dev/null && echo chown-ok || echo chown-denied",
+        ],
+    );
+    user.process.uid = 1000;
+    user.process.gid = 2000;
+    user.process.additional_gids = vec![3000];
+    user.read_only_rootfs = true;
+    user.cap_drop = vec!["ALL".into()];
+    user.resources = Resources {
+        cpu_shares: Some(512),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        pids_limit: Some(64),
+        memory_limit: Some(64 << 20),
+    };
+    env.run(&user);
+    // The limits, read from the host side of the container's cgroup while it exists.
+    let cgroup = format!("{}/poduid-pod-sec/user", env.cgroup_parent);
+    let read = |file: &str| fs::read_to_string(file).map(|s| s.trim().to_owned()).ok();
+    let v1 = Path::new("/sys/fs/cgroup/memory").exists();
+    if v1 {
+        assert_eq!(
+            read(&format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.cfs_quota_us")).as_deref(),
+            Some("50000")
+        );
+        assert_eq!(
+            read(&format!("/sys/fs/cgroup/cpu/{cgroup}/cpu.shares")).as_deref(),
+            Some("512")
+        );
+        assert_eq!(
+            read(&format!("/sys/fs/cgroup/pids/{cgroup}/pids.max")).as_deref(),
+            Some("64")
+        );
+        assert_eq!(
+            read(&format!("/sys/fs/cgroup/memory/{cgroup}/memory.limit_in_bytes")).as_deref(),
+            Some("67108864")
+        );
+    } else {
+        assert_eq!(
+            read(&format!("/sys/fs/cgroup/{cgroup}/cpu.max")).as_deref(),
+            Some("50000 100000")
+        );
+        assert_eq!(
+            read(&format!("/sys/fs/cgroup/{cgroup}/pids.max")).as_deref(),
+            Some("64")
+        );
+        assert_eq!(
+            read(&format!("/sys/fs/cgroup/{cgroup}/memory.max")).as_deref(),
+            Some("67108864")
+        );
+    }
+    assert_eq!(exit_code(&env.wait_exited("user")), 0, "{}", env.log("user"));
+    assert_eq!(
+        env.lines("user", "stdout"),
+        ["1000", "2000", "2000 3000", "read-only", "chown-denied"]
+    );
+
+    let root = env.container(
+        "root",
+        &sandbox,
+        &[
+            "sh",
+            "-c",
+            "touch /probe && echo writable; chown 1:1 /tmp && echo chown-ok; \
+                       ip link set lo mtu 1300 2>/dev/null && echo net-admin || echo no-net-admin",
+        ],
+    );
+    let mut admin = root.clone();
+    admin.id = "admin".into();
+    admin.log_path = env.dir.path().join("logs/admin/0.log");
+    admin.cap_add = vec!["NET_ADMIN".into()];
+    env.run(&root);
+    assert_eq!(exit_code(&env.wait_exited("root")), 0, "{}", env.log("root"));
+    assert_eq!(
+        env.lines("root", "stdout"),
+        ["writable", "chown-ok", "no-net-admin"]
+    );
+    env.run(&admin);
+    assert_eq!(exit_code(&env.wait_exited("admin")), 0, "{}", env.log("admin"));
+    assert_eq!(
+        env.lines("admin", "stdout"),
+        ["writable", "chown-ok", "net-admin"]
+    );
+
+    let privileged_cfg = {
+        let mut c = env.container(
+            "privileged",
+            &sandbox,
+            &["sh", "-c", "grep CapEff /proc/self/status; ls /dev/loop-control"],
+        );
+        c.privileged = true;
+        c
+    };
+    env.run(&privileged_cfg);
+    assert_eq!(
+        exit_code(&env.wait_exited("privileged")),
+        0,
+        "{}",
+        env.log("privileged")
+    );
+    // Every capability we have ourselves.
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let ours = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(env.lines("privileged", "stdout")[0], format!("CapEff:\t{ours}"));
+    assert_eq!(env.lines("privileged", "stdout")[1], "/dev/loop-control");
+    env.teardown();
+}

@@ -25,7 +25,7 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability Linux defines (privileged containers and `add: [ALL]`).
+/// Every capability Linux defines, in bit order (privileged containers and `add: [ALL]`).
 pub const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -134,6 +134,21 @@ pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Vec<St
     caps
 }
 
+/// The capabilities in this process's bounding set, from `/proc/self/status`.
+fn own_bounding_set() -> Option<Vec<String>> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?.trim();
+    let mask = u64::from_str_radix(hex, 16).ok()?;
+    Some(
+        ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| mask & (1 << bit) != 0)
+            .map(|(_, name)| name.to_string())
+            .collect(),
+    )
+}
+
 /// Builds `config.json`. `rootfs` is the mounted overlay, `cgroups_path` absolute (cgroupfs style), `shm`
 /// the sandbox's shared `/dev/shm` (a private tmpfs when `None`).
 pub fn build(c: &ContainerConfig, rootfs: &Path, cgroups_path: &str, shm: Option<&Path>) -> Value {
@@ -145,7 +160,12 @@ pub fn build(c: &ContainerConfig, rootfs: &Path, cgroups_path: &str, shm: Option
     if p.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".to_owned());
     }
-    let caps = capabilities(c.privileged, &c.cap_add, &c.cap_drop);
+    let mut caps = capabilities(c.privileged, &c.cap_add, &c.cap_drop);
+    // A capability outside our own bounding set cannot be granted (runc fails the create); "all" means all
+    // we have, as with containerd.
+    if let Some(bounding) = own_bounding_set() {
+        caps.retain(|c| bounding.contains(c));
+    }
     let cwd = if p.cwd.is_empty() { "/" } else { p.cwd.as_str() };
     let sys_options = if c.privileged {
         json!(["nosuid", "noexec", "nodev", "rw"])
