@@ -214,6 +214,26 @@ impl TestNet {
         Ok(name)
     }
 
+    /// Cuts node `i` (0-based) off the underlay, as a pulled cable would: its bridge port goes down, the node
+    /// keeps running and keeps its addresses.
+    pub fn disconnect(&self, i: usize) -> Result<(), TestNetError> {
+        ip(&[
+            "-n",
+            &self.underlay,
+            "link",
+            "set",
+            &format!("n{}", i + 1),
+            "down",
+        ])?;
+        Ok(())
+    }
+
+    /// Plugs node `i` (0-based) back in after [`TestNet::disconnect`].
+    pub fn reconnect(&self, i: usize) -> Result<(), TestNetError> {
+        ip(&["-n", &self.underlay, "link", "set", &format!("n{}", i + 1), "up"])?;
+        Ok(())
+    }
+
     /// Deletes an extra namespace early (e.g. after CNI DEL, as a runtime would); no error if already gone.
     pub fn remove_netns(&self, name: &str) {
         self.created.lock().expect("lock").retain(|n| n != name);

@@ -98,6 +98,16 @@ fn pods_reach_pods_on_other_nodes_with_their_own_ip_and_stale_routes_go_away() {
         pod1.ip
     );
 
+    // A node cut off the underlay is unreachable until it is plugged back in.
+    net.disconnect(1).unwrap();
+    assert!(
+        tcp_read(&pod1.netns, to, Duration::from_secs(1)).is_err(),
+        "reached a cut-off node"
+    );
+    net.reconnect(1).unwrap();
+    let seen = tcp_read(&pod1.netns, to, TIMEOUT).expect("pod2 reachable again after reconnect");
+    assert!(seen.starts_with(&format!("{}:", pod1.ip)), "{seen:?}");
+
     // An announced LoadBalancer IP (a /32 via lo with our protocol number) is not a host-gw route to prune.
     let announcer = Announcer::new(n1.uplink.clone());
     let lb: IpAddr = "10.44.0.7".parse().unwrap();
