@@ -1,6 +1,8 @@
 //! The runtime part of an image's config blob (entrypoint, cmd, env, working dir, user) and Kubernetes'
 //! rules for combining it with a container's `command` and `args`.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use crate::digest::Digest;
@@ -15,6 +17,107 @@ pub enum ImageConfigError {
     /// The config blob could not be read from the store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A user or group name the image's `/etc/passwd` / `/etc/group` does not define.
+    #[error("unable to find {kind} {name}: no matching entries in the image's /etc/{file}")]
+    UnknownUser {
+        kind: &'static str,
+        name: String,
+        file: &'static str,
+    },
+}
+
+/// A user spec resolved to numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Groups in the image's `/etc/group` that list the user as a member.
+    pub additional_gids: Vec<u32>,
+}
+
+/// The content of `rel` (e.g. `etc/passwd`) as the overlay of `lower_dirs` (top layer first) shows it.
+fn layered_file(lower_dirs: &[PathBuf], rel: &str) -> Option<String> {
+    for dir in lower_dirs {
+        let path = dir.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => return std::fs::read_to_string(&path).ok(),
+            // A whiteout (or anything else) in a higher layer hides lower ones.
+            Ok(_) => return None,
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
+/// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`; empty is root) against the image's
+/// `/etc/passwd` and `/etc/group`, the way container runtimes do: a numeric uid need not exist (its gid is
+/// then 0), a name must.
+pub fn resolve_user(user: &str, lower_dirs: &[PathBuf]) -> Result<ResolvedUser, ImageConfigError> {
+    let passwd = layered_file(lower_dirs, "etc/passwd").unwrap_or_default();
+    let group = layered_file(lower_dirs, "etc/group").unwrap_or_default();
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
+    // name:x:uid:gid:...
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| {
+            f.len() >= 4 && (f[0] == user_part || (user_part.parse::<u32>().is_ok() && f[2] == user_part))
+        });
+    let (uid, mut gid, name) = match (&entry, user_part.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            Some(f[0].to_owned()),
+        ),
+        (None, Ok(uid)) => (uid, 0, None),
+        (None, Err(_)) => {
+            return Err(ImageConfigError::UnknownUser {
+                kind: "user",
+                name: user_part.to_owned(),
+                file: "passwd",
+            });
+        }
+    };
+    let groups: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect())
+        .filter(|f: &Vec<&str>| f.len() >= 3)
+        .collect();
+    if let Some(g) = group_part.filter(|g| !g.is_empty()) {
+        gid = match (groups.iter().find(|f| f[0] == g), g.parse::<u32>()) {
+            (_, Ok(n)) => n,
+            (Some(f), Err(_)) => f[2].parse().unwrap_or(0),
+            (None, Err(_)) => {
+                return Err(ImageConfigError::UnknownUser {
+                    kind: "group",
+                    name: g.to_owned(),
+                    file: "group",
+                });
+            }
+        };
+    }
+    let mut additional_gids = Vec::new();
+    if let Some(name) = name {
+        for f in &groups {
+            let members = f.get(3).copied().unwrap_or("");
+            if members.split(',').any(|m| m == name)
+                && let Ok(n) = f[2].parse::<u32>()
+                && n != gid
+                && !additional_gids.contains(&n)
+            {
+                additional_gids.push(n);
+            }
+        }
+    }
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+    })
 }
 
 /// What an image says about how to run it. Absent fields are empty.
@@ -107,6 +210,66 @@ mod tests {
         assert_eq!(bare, ImageConfig::default());
         assert_eq!(ImageConfig::parse(b"{}").unwrap(), ImageConfig::default());
         assert!(ImageConfig::parse(b"[1]").is_err());
+    }
+
+    #[test]
+    fn users_resolve_against_the_top_layer_that_has_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (top, bottom) = (dir.path().join("top"), dir.path().join("bottom"));
+        std::fs::create_dir_all(top.join("etc")).unwrap();
+        std::fs::create_dir_all(bottom.join("etc")).unwrap();
+        std::fs::write(
+            bottom.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nold:x:9:9::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            top.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            bottom.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nwheel:x:10:app,other\nstaff:x:50:\n",
+        )
+        .unwrap();
+        let layers = vec![top, bottom];
+        let r = |u: &str| resolve_user(u, &layers);
+        assert_eq!(r("").unwrap(), ResolvedUser::default());
+        assert_eq!(
+            r("app").unwrap(),
+            ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![10]
+            }
+        );
+        assert_eq!(
+            r("1000:staff").unwrap(),
+            ResolvedUser {
+                uid: 1000,
+                gid: 50,
+                additional_gids: vec![10]
+            }
+        );
+        assert_eq!(
+            r("4242").unwrap(),
+            ResolvedUser {
+                uid: 4242,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(r("4242:7").unwrap().gid, 7);
+        // The top layer's passwd hides the bottom one's.
+        assert!(matches!(
+            r("old"),
+            Err(ImageConfigError::UnknownUser { kind: "user", .. })
+        ));
+        assert!(matches!(
+            r("app:nogroup"),
+            Err(ImageConfigError::UnknownUser { kind: "group", .. })
+        ));
     }
 
     #[test]
