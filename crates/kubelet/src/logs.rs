@@ -4,8 +4,8 @@
 //! and `follow`.
 //!
 //! The pure part is [`LogOptions::from_query`], [`parse_line`] and the [`Assembler`] that joins partial
-//! lines; [`read_logs`] applies the options to the files of one container (rotated files `<path>.N` first,
-//! the highest N being the oldest), and [`follow`] keeps streaming what the runtime appends until the
+//! lines; [`read_logs`] applies the options to the files of one container (the rotated ones first, numbered
+//! or timestamped, oldest first), and [`follow`] keeps streaming what the runtime appends until the
 //! container stops.
 
 use std::collections::VecDeque;
@@ -209,28 +209,35 @@ impl Assembler {
     }
 }
 
-/// The files holding one container attempt's log, oldest first: the rotated `<path>.N` (highest N
-/// oldest), then `<path>` itself.
+/// The files holding one container attempt's log, oldest first, then `<path>` itself. Rotated files are
+/// `<path>.<UTC timestamp>` (the runtime's shim, as the kubelet names them: sorted, oldest first) or
+/// `<path>.N` (logrotate's: the highest N is the oldest).
 pub fn log_files(path: &Path) -> Vec<PathBuf> {
-    let mut rotated: Vec<(u32, PathBuf)> = Vec::new();
+    let mut stamped: Vec<(String, PathBuf)> = Vec::new();
+    let mut numbered: Vec<(u32, PathBuf)> = Vec::new();
     if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
         && let Ok(entries) = std::fs::read_dir(dir)
     {
         for e in entries.flatten() {
             let file_name = e.file_name();
-            let Some(n) = file_name
+            let Some(suffix) = file_name
                 .to_str()
                 .and_then(|f| f.strip_prefix(name))
                 .and_then(|rest| rest.strip_prefix('.'))
-                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|s| !s.is_empty() && !s.ends_with(".gz") && !s.ends_with(".tmp"))
             else {
                 continue;
             };
-            rotated.push((n, e.path()));
+            match suffix.parse::<u32>() {
+                Ok(n) => numbered.push((n, e.path())),
+                Err(_) => stamped.push((suffix.to_string(), e.path())),
+            }
         }
     }
-    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
-    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    stamped.sort();
+    numbered.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    let mut files: Vec<PathBuf> = stamped.into_iter().map(|(_, p)| p).collect();
+    files.extend(numbered.into_iter().map(|(_, p)| p));
     files.push(path.to_path_buf());
     files
 }
@@ -507,6 +514,14 @@ mod tests {
             String::from_utf8(read_logs(&path, &opts, &mut limit).unwrap().0).unwrap()
         };
         assert_eq!(read(LogOptions::default()), "one\ntwo\nthree\nfour\n");
+        assert_eq!(
+            log_files(&path),
+            [
+                dir.path().join("0.log.2"),
+                dir.path().join("0.log.1"),
+                path.clone()
+            ]
+        );
         let tail = LogOptions {
             tail_lines: Some(2),
             ..Default::default()
@@ -532,6 +547,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(read(limited), "one\ntw");
+    }
+
+    #[test]
+    fn timestamped_rotations_are_read_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        write_log(
+            &dir.path().join("0.log.20240101-000002.000000000"),
+            &["2024-01-01T00:00:02Z stdout F b"],
+        );
+        write_log(
+            &dir.path().join("0.log.20240101-000001.000000000"),
+            &["2024-01-01T00:00:01Z stdout F a"],
+        );
+        write_log(&path, &["2024-01-01T00:00:03Z stdout F c"]);
+        let mut limit = Limit::new(None);
+        let (out, _) = read_logs(&path, &LogOptions::default(), &mut limit).unwrap();
+        assert_eq!(out, b"a\nb\nc\n");
     }
 
     #[tokio::test]
