@@ -494,6 +494,11 @@ impl Worker {
             self.terminate().await;
             return Flow::Done;
         }
+        let api_phase = self.pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if !self.finished && matches!(api_phase, Some("Succeeded" | "Failed")) {
+            // A pod that finished stays finished (also across agent restarts): release what it holds.
+            self.finish().await;
+        }
         if !self.finished {
             self.check_deadline().await;
             if self.failed_reason.is_none() {
@@ -614,6 +619,7 @@ impl Worker {
         let runtime = self.ctx.runtime.clone();
         let uid = self.uid.clone();
         let hostname = pod_hostname(&self.pod);
+        let t0 = Instant::now();
         let sandbox = tokio::task::spawn_blocking(move || runtime.create_sandbox(&uid, &hostname))
             .await
             .map_err(|e| ("ContainerCreating".to_string(), e.to_string()))?
@@ -639,7 +645,11 @@ impl Worker {
             port_mappings: mappings.clone(),
         };
         self.sandbox = Some(sandbox);
-        match self.ctx.network.add(&request).await {
+        let t1 = Instant::now();
+        let added = self.ctx.network.add(&request).await;
+        tracing::debug!(pod = %self.state.name, sandbox_ms = (t1 - t0).as_millis() as u64,
+            network_ms = t1.elapsed().as_millis() as u64, "sandbox ready");
+        match added {
             Ok(net) => {
                 self.state.pod_ips = net.ips.iter().map(IpAddr::to_string).collect();
                 self.state.port_mappings = mappings;
@@ -1044,6 +1054,7 @@ impl Worker {
             slot.image = record.reference.clone();
             slot.image_id = image_id.clone();
         }
+        let t_config = Instant::now();
         let config = match self
             .container_config(&container, attempt, &record, &image_id)
             .await
@@ -1057,6 +1068,8 @@ impl Worker {
                 return;
             }
         };
+        tracing::debug!(pod = %self.state.name, container = name, config_ms = t_config.elapsed().as_millis() as u64, "container config built");
+        let t_create = Instant::now();
         let id = config.id.clone();
         let log_path = config.log_path.clone();
         let runtime = self.ctx.runtime.clone();
@@ -1104,6 +1117,7 @@ impl Worker {
             runtime.container_state(&start_id)
         })
         .await;
+        tracing::debug!(pod = %self.state.name, container = name, create_start_ms = t_create.elapsed().as_millis() as u64, "container started");
         let slot = self.slots.get_mut(name).expect("slot");
         slot.waiting = None;
         match started {
@@ -1689,10 +1703,13 @@ impl Worker {
             "metadata": {"uid": self.uid},
             "status": status,
         }));
-        match api
+        let t = Instant::now();
+        let patched = api
             .patch_status(&self.state.name, &PatchParams::default(), &patch)
-            .await
-        {
+            .await;
+        tracing::debug!(pod = %self.state.name, patch_ms = t.elapsed().as_millis() as u64,
+            phase = status.phase.as_deref().unwrap_or_default(), "status patched");
+        match patched {
             Ok(updated) => {
                 self.reported = Some(status);
                 if let Some(s) = updated.status {
