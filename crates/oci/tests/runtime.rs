@@ -282,6 +282,15 @@ fn sweep_stale() {
         cgroups::remove_tree(&format!("/{name}"));
         let _ = fs::remove_dir_all(&path);
     }
+    // Cgroups whose run's directory is gone altogether.
+    for root in cgroup_roots() {
+        for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PREFIX) && !tmp.join(&name).exists() {
+                cgroups::remove_tree(&format!("/{name}"));
+            }
+        }
+    }
 }
 
 fn exit_code(state: &ContainerState) -> i32 {
