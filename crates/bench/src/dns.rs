@@ -229,7 +229,11 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
         .worker_threads(args.server_threads)
         .enable_all()
         .build()?;
-    let listeners = server_rt.block_on(Listeners::bind(&config.listen))?;
+    // Sockets belong to the runtime they are created in: bind on the server's.
+    let listen = config.listen.clone();
+    let listeners = server_rt
+        .spawn(async move { Listeners::bind(&listen).await })
+        .await??;
     let addr = listeners.local_addrs()[0];
     let handler = config.handler(index.shared())?;
     let (stop_server, stop_rx) = tokio::sync::watch::channel(false);
@@ -294,7 +298,7 @@ pub async fn run(args: DnsArgs) -> anyhow::Result<()> {
         }
     }
     let _ = stop_server.send(true);
-    drop(server_rt);
+    server_rt.shutdown_background();
 
     let qps = answered as f64 / elapsed.as_secs_f64();
     let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
