@@ -408,15 +408,13 @@ async fn exec(
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    // Checked before the protocol, so kubectl's SPDY retry after a refusal reports the same error.
+    if !found.running {
+        return not_running(&container, &pod);
+    }
     let Some((ws, protocol)) = negotiate(ws) else {
         return protocol_required();
     };
-    if !found.running {
-        return text_error(
-            StatusCode::BAD_REQUEST,
-            format!("container {container:?} in pod {pod:?} is not running"),
-        );
-    }
     let session = {
         let (c, id, cmd, tty) = (
             containers.clone(),
@@ -443,6 +441,9 @@ async fn attach(
         Ok(c) => c,
         Err(resp) => return resp,
     };
+    if !found.running {
+        return not_running(&container, &pod);
+    }
     let Some((ws, protocol)) = negotiate(ws) else {
         return protocol_required();
     };
@@ -451,6 +452,13 @@ async fn attach(
         tokio::task::spawn_blocking(move || c.attach(&id, tty)).await
     };
     upgrade(ws, protocol, opts, session)
+}
+
+fn not_running(container: &str, pod: &str) -> Response {
+    text_error(
+        StatusCode::BAD_REQUEST,
+        format!("container {container:?} in pod {pod:?} is not running"),
+    )
 }
 
 fn protocol_required() -> Response {

@@ -516,6 +516,13 @@ async fn streams_without_websocket_get_clear_errors() {
     assert_eq!(text, "you must specify at least one command for the container");
     let (code, _) = k.get_text("/exec/default/gone/main?command=ls&stdout=1").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+    k.running.store(false, Ordering::SeqCst);
+    let (code, text) = k.get_text("/exec/default/web/main?command=ls&stdout=1").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        text, "container \"main\" in pod \"web\" is not running",
+        "the same error a WebSocket gets"
+    );
 }
 
 #[tokio::test]
