@@ -131,11 +131,12 @@ async fn pool_addresses_are_allocated_released_and_survive_a_restart() {
         .expect("make b a ClusterIP service");
     wait_ingress(&client, "b", &[]).await;
 
-    // After a restart the allocator is rebuilt from the statuses: c keeps .10, so d gets .11, and e waits.
-    server.restart_with(POOL);
+    // After a restart the allocator is rebuilt from the statuses. The pool grows a lower address, .9: a
+    // controller that forgot c's .10 would give c the lowest free address; it keeps .10, and d gets .9.
+    server.restart_with(&["--lb-ip-pool", "192.0.2.9-192.0.2.11"]);
     let client = server.client().await;
     create_lb(&client, "d", json!({})).await;
-    wait_ingress(&client, "d", &["192.0.2.11"]).await;
+    wait_ingress(&client, "d", &["192.0.2.9"]).await;
     assert_eq!(
         ingress(&client, "c").await,
         [("192.0.2.10".to_string(), "VIP".to_string())]
