@@ -42,6 +42,13 @@ pub enum RegistryPlace {
     Underlay,
 }
 
+/// The pod-UID watch's kubectl ([`NodeCluster::watch_pod_uids`]).
+#[derive(Default)]
+struct UidWatch {
+    pid: Option<u32>,
+    stopped: bool,
+}
+
 /// A running cluster of real nodes. Node 0 runs `rkube server`; nodes 1.. run `rkube agent`.
 pub struct NodeCluster {
     dir: tempfile::TempDir,
@@ -50,7 +57,7 @@ pub struct NodeCluster {
     procs: Vec<Option<Child>>,
     names: Vec<String>,
     pod_uids: Arc<Mutex<BTreeSet<String>>>,
-    uid_watch: Option<Child>,
+    uid_watch: Arc<Mutex<UidWatch>>,
     server_args: Vec<String>,
     binary: PathBuf,
     torn_down: bool,
@@ -106,7 +113,7 @@ impl NodeCluster {
             procs: (0..nodes).map(|_| None).collect(),
             names,
             pod_uids: Arc::default(),
-            uid_watch: None,
+            uid_watch: Arc::default(),
             server_args: server_args.iter().map(|s| s.to_string()).collect(),
             binary: binary.to_path_buf(),
             torn_down: false,
@@ -267,45 +274,73 @@ impl NodeCluster {
     }
 
     /// Records the UID of every pod the cluster runs, so teardown can remove their `/var/log/pods` dirs.
+    /// The watch is started again whenever it ends (the server may close long watches).
     fn watch_pod_uids(&mut self) {
-        let mut child = self
-            .kubectl_command(&[
-                "get",
-                "pods",
-                "-A",
-                "--watch",
-                "--output-watch-events=false",
-                "-o",
-                "jsonpath={.metadata.uid}{\"\\n\"}",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kubectl get pods --watch");
-        let stdout = child.stdout.take().expect("stdout");
+        let base = self.kubectl_base();
         let uids = self.pod_uids.clone();
+        let watch = self.uid_watch.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let uid = line.trim().to_string();
-                if !uid.is_empty() {
-                    uids.lock().expect("uids").insert(uid);
+            loop {
+                let mut cmd = netns::command_in(&base.0, "kubectl");
+                cmd.args(&base.1)
+                    .args([
+                        "get",
+                        "pods",
+                        "-A",
+                        "--watch",
+                        "--no-headers",
+                        "-o",
+                        "custom-columns=UID:.metadata.uid",
+                    ])
+                    .env("HOME", &base.2)
+                    .env_remove("KUBECONFIG")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null());
+                let mut child = {
+                    let mut slot = watch.lock().expect("watch");
+                    if slot.stopped {
+                        return;
+                    }
+                    let Ok(mut child) = cmd.spawn() else { return };
+                    let stdout = child.stdout.take();
+                    slot.pid = Some(child.id());
+                    (child, stdout)
+                };
+                if let Some(stdout) = child.1.take() {
+                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                        let uid = line.trim().to_string();
+                        if !uid.is_empty() && uid != "<none>" {
+                            uids.lock().expect("uids").insert(uid);
+                        }
+                    }
                 }
+                // Forget the pid before reaping it, so teardown never signals a reused pid.
+                watch.lock().expect("watch").pid = None;
+                let _ = child.0.wait();
+                std::thread::sleep(Duration::from_millis(200));
             }
         });
-        self.uid_watch = Some(child);
+    }
+
+    /// What every kubectl of this cluster runs with: (namespace, flags, HOME).
+    fn kubectl_base(&self) -> (String, Vec<std::ffi::OsString>, PathBuf) {
+        let flags = vec![
+            "--kubeconfig".into(),
+            self.kubeconfig().into_os_string(),
+            "--cache-dir".into(),
+            self.dir.path().join("kube-cache").into_os_string(),
+        ];
+        (self.node_ns(0).to_string(), flags, self.dir.path().to_path_buf())
     }
 
     /// `kubectl --kubeconfig … ARGS` inside the server's node namespace.
     pub fn kubectl_command(&self, args: &[&str]) -> Command {
-        let mut cmd = netns::command_in(self.node_ns(0), "kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("kube-cache"))
-            .args(["--request-timeout", "30s"])
+        let (ns, flags, home) = self.kubectl_base();
+        let mut cmd = netns::command_in(&ns, "kubectl");
+        cmd.args(flags)
             .args(args)
-            .env("HOME", self.dir.path())
+            .env("HOME", home)
             .env_remove("KUBECONFIG");
         cmd
     }
@@ -321,7 +356,9 @@ impl NodeCluster {
     }
 
     fn kubectl_stdin_opt(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut cmd = self.kubectl_command(args);
+        let mut with_timeout = vec!["--request-timeout", "60s"];
+        with_timeout.extend_from_slice(args);
+        let mut cmd = self.kubectl_command(&with_timeout);
         cmd.stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -441,9 +478,12 @@ impl NodeCluster {
             return Vec::new();
         }
         self.torn_down = true;
-        if let Some(mut w) = self.uid_watch.take() {
-            let _ = w.kill();
-            let _ = w.wait();
+        {
+            let mut watch = self.uid_watch.lock().expect("watch");
+            watch.stopped = true;
+            if let Some(pid) = watch.pid.take() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
         }
         for i in (0..self.procs.len()).rev() {
             stop(self.procs[i].take());

@@ -595,6 +595,22 @@ spec:
         ])
         .ok();
     cluster.wait_pod_ready("left", POD_TIMEOUT);
+    let left_uid = cluster.jsonpath("pod", "left", "{.metadata.uid}").expect("uid");
+    wait_until("the harness knowing the pod", Duration::from_secs(10), |_| {
+        cluster.pod_uids().contains(&left_uid).then_some(())
+    });
+    let log_dirs = || -> Vec<String> {
+        std::fs::read_dir("/var/log/pods")
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(&left_uid))
+            .collect()
+    };
+    assert_eq!(log_dirs().len(), 1, "the running pod has its log dir");
     let left = cluster.teardown();
     assert!(left.is_empty(), "left on the host: {left:#?}");
+    assert!(log_dirs().is_empty(), "{:?}", log_dirs());
+    assert!(pod_cgroups(&node, &left_uid).is_empty());
 }
