@@ -391,7 +391,7 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .len(),
-            ALL_CAPABILITIES.len()
+            own_bounding_set().unwrap().len()
         );
         assert_eq!(
             spec["linux"]["resources"]["devices"],
