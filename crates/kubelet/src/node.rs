@@ -377,7 +377,17 @@ impl NodeAgent {
                 .unwrap_or_default();
             s.last_sent = None;
         }
-        self.post_status().await.map_err(api("post node status"))?;
+        // A node that already has its pod CIDR (an agent restart) keeps reporting what it reported until the
+        // network is set up again a moment later: posting NotReady in between would make the node lifecycle
+        // controller mark every pod on it unready.
+        let has_cidr = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.as_deref())
+            .is_some_and(|c| !c.is_empty());
+        if !has_cidr {
+            self.post_status().await.map_err(api("post node status"))?;
+        }
         self.renew_lease().await.map_err(api("create lease"))?;
         Ok(node)
     }

@@ -165,6 +165,8 @@ pub(crate) struct Worker {
     failed_reason: Option<(String, String)>,
     /// Set while the pod's containers are being stopped for its deletion.
     terminating: bool,
+    /// `(ready, started)` the API showed for adopted running containers, by container id.
+    adopted_probes: HashMap<String, (bool, bool)>,
     /// A pod-level problem shown on the containers while they cannot be created (volumes, sandbox).
     pod_error: Option<(String, String)>,
 }
@@ -337,6 +339,7 @@ impl Worker {
             finished: false,
             failed_reason: None,
             terminating: false,
+            adopted_probes: HashMap::new(),
             pod_error: None,
             pod,
         };
@@ -398,6 +401,17 @@ impl Worker {
                 self.ctx.remove_container_later(old.id);
             }
             tracing::info!(pod = %self.state.name, container = %name, "adopted container");
+        }
+        for cs in self
+            .pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+        {
+            if let Some(id) = cs.container_id.as_deref().and_then(|i| i.strip_prefix("runc://")) {
+                self.adopted_probes
+                    .insert(id.to_string(), (cs.ready, cs.started.unwrap_or(false)));
+            }
         }
         // The sandbox is kept even without saved state, so that termination removes it; its network is
         // only trusted when the saved state says the ADD finished.
@@ -1349,6 +1363,12 @@ impl Worker {
                 slot.probed = Some(cur.id.clone());
                 slot.started = slot.startup.is_none();
                 slot.ready = slot.started && slot.readiness.is_none();
+                // An adopted container keeps what it reported before the agent restart until its probes
+                // say otherwise (no readiness flap on every agent restart).
+                if let Some((ready, started)) = self.adopted_probes.remove(&cur.id) {
+                    slot.ready = ready;
+                    slot.started = started || slot.started;
+                }
             }
             let mut kill: Option<String> = None;
             let mut unhealthy: Vec<String> = Vec::new();
