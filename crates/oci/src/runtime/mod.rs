@@ -543,7 +543,7 @@ impl Runtime {
             },
             RuncStatus::Stopped => {
                 // The process is gone; the shim is about to record how (it flushes the log first).
-                if shim::alive(dir) && self.wait_exit(id, dir, Duration::from_secs(2)) {
+                if shim::alive(dir) && self.wait_exit(id, dir, Duration::from_secs(3)) {
                     return self.exited(dir).unwrap_or(ContainerState::Unknown);
                 }
                 ContainerState::Unknown
