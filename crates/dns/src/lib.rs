@@ -118,7 +118,8 @@ pub async fn run_on(
 }
 
 /// Create or update the EndpointSlice `kube-dns-<node>` in kube-system so that it points at this node's DNS
-/// listener (`node_ip`, port 53 UDP and TCP). Idempotent: the agent calls it at start.
+/// listener (`node_ip`, port 53 UDP and TCP). Idempotent: the agent calls it at start. Retries for up to
+/// two minutes while the API server does not answer.
 pub async fn publish_node_endpoint(
     client: kube::Client,
     node_name: &str,

@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
@@ -16,31 +15,32 @@ use crate::index::SERVICE_NAME_LABEL;
 
 /// The Service the slices belong to.
 pub const KUBE_DNS_SERVICE: &str = "kube-dns";
+/// Where the Service and the slices live.
 pub const KUBE_DNS_NAMESPACE: &str = "kube-system";
 /// Who manages a slice; the endpointslice controller only touches slices labelled with its own value.
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// Our value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "rkube-dns.rkube.io";
 
+/// How long [`publish`] keeps trying.
+pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(120);
+
 /// The slice name for a node.
 pub fn slice_name(node_name: &str) -> String {
     format!("{KUBE_DNS_SERVICE}-{node_name}")
 }
 
-/// The slice `node_name` publishes: its IP, ports dns/53 UDP and dns-tcp/53 TCP, owned by its Node (so
-/// the garbage collector removes it with the Node) when the Node's UID is known.
-pub fn node_slice(node_name: &str, node_ip: IpAddr, node_uid: Option<String>) -> EndpointSlice {
+/// The slice `node_name` publishes: its IP, ports dns/53 UDP and dns-tcp/53 TCP.
+///
+/// It has no owner reference to the Node on purpose: a Node deleted and registered again (new UID) would
+/// have the garbage collector delete the slice of a node whose agent published it once and goes on
+/// serving. A stale slice of a node that is gone is harmless: with `internalTrafficPolicy: Local` each node
+/// only uses its own.
+pub fn node_slice(node_name: &str, node_ip: IpAddr) -> EndpointSlice {
     let labels = BTreeMap::from([
         (SERVICE_NAME_LABEL.to_string(), KUBE_DNS_SERVICE.to_string()),
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
     ]);
-    let owner = node_uid.map(|uid| OwnerReference {
-        api_version: "v1".into(),
-        kind: "Node".into(),
-        name: node_name.into(),
-        uid,
-        ..Default::default()
-    });
     let port = |name: &str, protocol: &str| EndpointPort {
         name: Some(name.into()),
         port: Some(53),
@@ -52,7 +52,6 @@ pub fn node_slice(node_name: &str, node_ip: IpAddr, node_uid: Option<String>) ->
             name: Some(slice_name(node_name)),
             namespace: Some(KUBE_DNS_NAMESPACE.into()),
             labels: Some(labels),
-            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         address_type: if node_ip.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
@@ -70,14 +69,27 @@ pub fn node_slice(node_name: &str, node_ip: IpAddr, node_uid: Option<String>) ->
     }
 }
 
-/// Create or update this node's slice.
+/// Create or update this node's slice, retrying with backoff for up to [`PUBLISH_DEADLINE`] (the agent
+/// may start before the API server answers).
 pub async fn publish(client: Client, node_name: &str, node_ip: IpAddr) -> Result<(), Error> {
-    let node_uid = Api::<Node>::all(client.clone())
-        .get_opt(node_name)
-        .await?
-        .and_then(|n| n.metadata.uid);
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match publish_once(client.clone(), node_name, node_ip).await {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() + delay > PUBLISH_DEADLINE => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "publishing the kube-dns endpoint; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn publish_once(client: Client, node_name: &str, node_ip: IpAddr) -> Result<(), Error> {
     let api: Api<EndpointSlice> = Api::namespaced(client, KUBE_DNS_NAMESPACE);
-    let mut desired = node_slice(node_name, node_ip, node_uid);
+    let mut desired = node_slice(node_name, node_ip);
     let name = slice_name(node_name);
     match api.get_opt(&name).await? {
         None => match api.create(&PostParams::default(), &desired).await {
