@@ -17,8 +17,11 @@ const ROLLOUT_TIMEOUT: &str = "--timeout=120s";
 /// LoadBalancer addresses on the underlay, so the uplink reaches them through the announcing node.
 const LB_POOL: &str = "172.30.0.200-172.30.0.220";
 
+/// Which pod answered, and with which version.
+type Answer = (String, String);
+
 /// The `Running on: <pod>` part and the version of a bootcamp answer.
-fn parse_answer(text: &str) -> Option<(String, String)> {
+fn parse_answer(text: &str) -> Option<Answer> {
     let text = text.trim();
     let rest = text.strip_prefix("Hello Kubernetes bootcamp! | Running on: ")?;
     let (pod, version) = rest.split_once(" | v=")?;
@@ -64,7 +67,7 @@ fn hammer(
     cluster: &NodeCluster,
     url: String,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(Vec<(String, String)>, Vec<String>)> {
+) -> std::thread::JoinHandle<(Vec<Answer>, Vec<String>)> {
     let uplink = cluster.net().uplink.clone();
     std::thread::spawn(move || {
         let mut answers = Vec::new();
