@@ -940,6 +940,23 @@ mod tests {
         )
         .await;
         assert_eq!(code, 404, "{text}");
+        // A kubelet's refusal reaches the client as a Status, to the WebSocket and the SPDY retry alike.
+        for method in ["GET", "POST"] {
+            let (code, text) = call(
+                api.addr,
+                method,
+                "/api/v1/namespaces/default/pods/web/exec?command=sh&container=waiting&stdout=1",
+                None,
+            )
+            .await;
+            assert_eq!(code, 400, "{text}");
+            let status: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(status["reason"], "BadRequest");
+            assert!(
+                status["message"].as_str().unwrap().contains("waiting to start"),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test]

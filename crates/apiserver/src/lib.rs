@@ -10,6 +10,7 @@
 //!
 //! The edge — TLS, authentication and the HTTPS server (`tls`, `auth`, `server`) — wraps [`router`]; the
 //! value rules (`validation`), printer columns (`tables`) and allocators (`alloc`) are used by the core.
+//! `pods/log`, `exec` and `attach` are streamed from the pod's kubelet by [`kubelet_proxy`].
 
 pub mod admission;
 pub mod body;
