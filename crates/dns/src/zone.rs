@@ -499,7 +499,204 @@ fn parse_reverse(name: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::dashed;
+    use crate::index::{EpEntry, Kind, Object, PortEntry, SliceEntry, dashed};
+
+    fn zone() -> Zone {
+        Zone::new("cluster.local", 5, vec![]).unwrap()
+    }
+
+    fn svc(ns: &str, name: &str, entry: SvcEntry) -> Object {
+        Object::Service {
+            ns: ns.into(),
+            name: name.into(),
+            entry,
+        }
+    }
+
+    fn synced(objects: Vec<(Kind, Vec<Object>)>) -> Index {
+        let mut index = Index::default();
+        let mut kinds = vec![Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
+        for (kind, objs) in objects {
+            kinds.retain(|k| *k != kind);
+            index.replace(kind, objs);
+        }
+        for kind in kinds {
+            index.replace(kind, Vec::new());
+        }
+        index
+    }
+
+    fn local(outcome: Outcome) -> Reply {
+        match outcome {
+            Outcome::Local(r) => r,
+            other => panic!("expected a local answer, got {other:?}"),
+        }
+    }
+
+    fn data(r: &Reply) -> Vec<String> {
+        let mut v: Vec<String> = r.answers.iter().map(|a| a.data.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn q(name: &str) -> Name {
+        Name::from_ascii(name).unwrap()
+    }
+
+    #[test]
+    fn servfail_in_zone_until_every_watch_has_listed_and_outside_names_still_forward() {
+        let mut index = Index::default();
+        index.replace(Kind::Namespace, vec![Object::Namespace("default".into())]);
+        let r = local(resolve(
+            &index,
+            &zone(),
+            &q("a.default.svc.cluster.local."),
+            RecordType::A,
+        ));
+        assert_eq!(r.rcode, ResponseCode::ServFail);
+        assert!(matches!(
+            resolve(&index, &zone(), &q("example.org."), RecordType::A),
+            Outcome::Forward
+        ));
+    }
+
+    #[test]
+    fn dual_stack_service_answers_a_and_aaaa() {
+        let index = synced(vec![
+            (Kind::Namespace, vec![Object::Namespace("ns".into())]),
+            (
+                Kind::Service,
+                vec![svc(
+                    "ns",
+                    "web",
+                    SvcEntry {
+                        cluster_ips: vec!["10.43.0.7".parse().unwrap(), "fd00:43::7".parse().unwrap()],
+                        ports: vec![PortEntry {
+                            name: "http".into(),
+                            protocol: "TCP".into(),
+                            port: 80,
+                        }],
+                        ..Default::default()
+                    },
+                )],
+            ),
+        ]);
+        let name = q("Web.NS.svc.cluster.local.");
+        let a = local(resolve(&index, &zone(), &name, RecordType::A));
+        assert_eq!(data(&a), ["10.43.0.7"]);
+        assert_eq!(a.answers[0].name, name, "the owner keeps the case asked");
+        let aaaa = local(resolve(&index, &zone(), &name, RecordType::AAAA));
+        assert_eq!(data(&aaaa), ["fd00:43::7"]);
+        let ptr = local(resolve(
+            &index,
+            &zone(),
+            &q("7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.4.0.0.0.0.d.f.ip6.arpa."),
+            RecordType::PTR,
+        ));
+        assert_eq!(data(&ptr), ["web.ns.svc.cluster.local."]);
+    }
+
+    #[test]
+    fn an_endpoint_in_two_slices_is_answered_once_and_moves_with_its_slice() {
+        let ep = |ip: &str| EpEntry {
+            ip: ip.parse().unwrap(),
+            hostname: None,
+            ready: true,
+            pod: None,
+        };
+        let slice = |service: &str, ips: &[&str]| SliceEntry {
+            service: service.into(),
+            endpoints: ips.iter().map(|ip| ep(ip)).collect(),
+            ports: vec![],
+        };
+        let headless = SvcEntry {
+            headless: true,
+            ..Default::default()
+        };
+        let mut index = synced(vec![
+            (Kind::Namespace, vec![Object::Namespace("ns".into())]),
+            (
+                Kind::Service,
+                vec![svc("ns", "a", headless.clone()), svc("ns", "b", headless)],
+            ),
+            (
+                Kind::EndpointSlice,
+                vec![
+                    Object::Slice {
+                        ns: "ns".into(),
+                        name: "a-1".into(),
+                        entry: slice("a", &["10.42.0.1", "10.42.0.2"]),
+                    },
+                    Object::Slice {
+                        ns: "ns".into(),
+                        name: "a-2".into(),
+                        entry: slice("a", &["10.42.0.2"]),
+                    },
+                ],
+            ),
+        ]);
+        let a = q("a.ns.svc.cluster.local.");
+        assert_eq!(
+            data(&local(resolve(&index, &zone(), &a, RecordType::A))),
+            ["10.42.0.1", "10.42.0.2"]
+        );
+
+        // The slice a-2 now belongs to b: a keeps only its own, b gets it.
+        index.apply(Object::Slice {
+            ns: "ns".into(),
+            name: "a-2".into(),
+            entry: slice("b", &["10.42.0.3"]),
+        });
+        index.delete(Kind::EndpointSlice, "ns", "a-1");
+        let r = local(resolve(&index, &zone(), &a, RecordType::A));
+        assert_eq!(r.rcode, ResponseCode::NXDomain, "headless without endpoints");
+        let b = q("b.ns.svc.cluster.local.");
+        assert_eq!(
+            data(&local(resolve(&index, &zone(), &b, RecordType::A))),
+            ["10.42.0.3"]
+        );
+    }
+
+    #[test]
+    fn an_external_name_loop_ends() {
+        let ext = |target: &str| SvcEntry {
+            external_name: Some(target.into()),
+            ..Default::default()
+        };
+        let index = synced(vec![
+            (Kind::Namespace, vec![Object::Namespace("ns".into())]),
+            (
+                Kind::Service,
+                vec![
+                    svc("ns", "x", ext("y.ns.svc.cluster.local")),
+                    svc("ns", "y", ext("x.ns.svc.cluster.local")),
+                ],
+            ),
+        ]);
+        let r = local(resolve(
+            &index,
+            &zone(),
+            &q("x.ns.svc.cluster.local."),
+            RecordType::A,
+        ));
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.answers.len() <= MAX_CNAME_DEPTH + 1, "{}", r.answers.len());
+    }
+
+    #[test]
+    fn a_deleted_namespace_makes_its_names_nxdomain() {
+        let mut index = synced(vec![(Kind::Namespace, vec![Object::Namespace("ns".into())])]);
+        let name = q("ns.svc.cluster.local.");
+        assert_eq!(
+            local(resolve(&index, &zone(), &name, RecordType::A)).rcode,
+            ResponseCode::NoError
+        );
+        index.delete(Kind::Namespace, "", "ns");
+        assert_eq!(
+            local(resolve(&index, &zone(), &name, RecordType::A)).rcode,
+            ResponseCode::NXDomain
+        );
+    }
 
     #[test]
     fn reverse_names_parse() {
