@@ -839,3 +839,31 @@ fn security_context_and_resources_reach_the_container() {
     assert_eq!(env.lines("privileged", "stdout")[1], "/dev/loop-control");
     env.teardown();
 }
+
+#[test]
+fn a_container_whose_shim_died_can_still_be_stopped_and_removed() {
+    let env = Env::new();
+    let sandbox = env.rt.create_sandbox("pod-orphan", "orphan").unwrap();
+    env.run(&env.container("orphan", &sandbox, &["sleep", "1000"]));
+    let shim_pid: i32 = fs::read_to_string(env.dir.path().join("state/containers/orphan/shim.pid"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim_pid), Signal::SIGKILL).unwrap();
+    wait("the shim to die", Duration::from_secs(10), || {
+        fs::read_to_string(format!("/proc/{shim_pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+    // runc still runs it; nobody is left to record its end.
+    assert!(matches!(
+        env.rt.container_state("orphan").unwrap(),
+        ContainerState::Running { .. }
+    ));
+    env.rt
+        .stop_container("orphan", Signal::SIGTERM, Duration::from_millis(200))
+        .unwrap();
+    assert_eq!(env.rt.container_state("orphan").unwrap(), ContainerState::Unknown);
+    env.teardown();
+}
