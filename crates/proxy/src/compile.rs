@@ -696,6 +696,8 @@ pub fn diff(old: &Ruleset, new: &Ruleset, stale: &[StaleObject]) -> Update {
     let empty = ServiceRules::default();
     let keys: BTreeSet<&ServiceKey> = old.services.keys().chain(new.services.keys()).collect();
     let mut new_names: BTreeSet<&str> = BTreeSet::new();
+    let mut touched: BTreeSet<&ElementKey> = BTreeSet::new();
+    let mut changed = 0;
     for key in keys {
         let before = old.services.get(key);
         let after = new.services.get(key);
@@ -704,8 +706,10 @@ pub fn diff(old: &Ruleset, new: &Ruleset, stale: &[StaleObject]) -> Update {
         {
             continue;
         }
+        changed += 1;
         let before = before.map_or(&empty, |r| r);
         let after = after.map_or(&empty, |r| r);
+        touched.extend(before.elements.keys().chain(after.elements.keys()));
         for (name, timeout) in &after.affinity_sets {
             new_names.insert(name);
             if !before.affinity_sets.contains_key(name) {
@@ -745,8 +749,16 @@ pub fn diff(old: &Ruleset, new: &Ruleset, stale: &[StaleObject]) -> Update {
         update.conntrack.extend(conntrack_flushes(before, after));
     }
 
-    let old_elements = old.elements();
-    let new_elements = new.elements();
+    // Only elements of changed services can change. Looking each one up across all services is cheaper than
+    // building both element tables — unless many services changed (a relist), then build the tables.
+    let (old_elements, new_elements) = if changed * 8 < new.services.len().max(old.services.len()) {
+        (
+            effective_elements(old, &touched),
+            effective_elements(new, &touched),
+        )
+    } else {
+        (old.elements(), new.elements())
+    };
     let mut delete_elements = String::new();
     let mut add_elements = String::new();
     for (key, value) in &old_elements {
@@ -807,6 +819,16 @@ pub fn diff(old: &Ruleset, new: &Ruleset, stale: &[StaleObject]) -> Update {
     update.conntrack.sort();
     update.conntrack.dedup();
     update
+}
+
+/// The elements `keys` have in `rs` (the first claiming Service's value, as [`Ruleset::elements`]).
+fn effective_elements<'a>(
+    rs: &'a Ruleset,
+    keys: &BTreeSet<&'a ElementKey>,
+) -> BTreeMap<&'a ElementKey, &'a String> {
+    keys.iter()
+        .filter_map(|k| rs.services.values().find_map(|r| r.elements.get_key_value(*k)))
+        .collect()
 }
 
 /// UDP entries that would keep sending a flow to an endpoint that is gone, or keep a flow that was
@@ -1311,6 +1333,30 @@ mod tests {
         );
         // A chain that came back before its deletion is kept.
         assert!(diff(&gone, &after, &update.flushed).deleted.is_empty());
+    }
+
+    #[test]
+    fn diff_of_one_service_among_many_keeps_elements_other_services_still_claim() {
+        let shared = [("10.42.0.10", "n1", READY, true, false)];
+        let services: Vec<Service> = (0..10)
+            .map(|i| service(&format!("s{i}"), &format!("10.43.0.{}", i + 1), "TCP"))
+            .collect();
+        let slices = |first: &[Ep<'_>]| {
+            (0..10)
+                .map(|i| slice(&format!("s{i}"), "TCP", if i == 0 { first } else { &shared }))
+                .collect::<Vec<_>>()
+        };
+        let before = Ruleset::from_model(&model(services.clone(), slices(&shared)));
+        let after = Ruleset::from_model(&model(
+            services,
+            slices(&[("10.42.0.11", "n1", READY, true, false)]),
+        ));
+        assert_eq!(
+            diff(&before, &after, &[]).script,
+            "flush chain ip rkube cluster-default/s0/tcp/80\n\
+             add rule ip rkube cluster-default/s0/tcp/80 meta l4proto tcp dnat ip to 10.42.0.11:8080\n\
+             add element ip rkube hairpin-endpoints { 10.42.0.11 . 10.42.0.11 }\n"
+        );
     }
 
     #[test]

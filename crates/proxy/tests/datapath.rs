@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::SocketAddrV4;
 
-use k8s_openapi::api::core::v1::{ClientIPConfig, Service, SessionAffinityConfig};
+use k8s_openapi::api::core::v1::{
+    ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus, SessionAffinityConfig,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use rkube_proxy::{Kernel, Model, NodeInfo, Ruleset, compile, diff};
 use support::objects::{node_port, service, slice};
@@ -294,6 +296,92 @@ fn pods_are_masqueraded_leaving_the_cluster_and_hairpin_reaches_the_pod_itself()
     );
     assert_eq!(
         net.fetch(&pod, cluster_ip(80)).expect("pod → its own service"),
+        "pod-a"
+    );
+}
+
+#[test]
+fn udp_flows_move_to_the_new_endpoint_once_conntrack_is_flushed() {
+    let net = Net::new(&["pod-a", "pod-b"]);
+    let tools = net.tools();
+    let udp = |ep: &str| {
+        model(
+            &net,
+            vec![service("dns", CLUSTER_IP, 53, "UDP")],
+            vec![slice("dns", "1", POD_PORT.into(), "UDP", &[(ep, NODE_NAME)])],
+        )
+    };
+    let before = Ruleset::from_model(&udp("10.42.0.10"));
+    tools.apply(&before.render_full()).expect("full");
+    // One client socket: the same 5-tuple, so the kernel would keep using its conntrack entry.
+    let socket = support::in_netns(&net.node, || {
+        std::net::UdpSocket::bind("0.0.0.0:0").expect("bind")
+    });
+    let to = SocketAddrV4::new(CLUSTER_IP.parse().unwrap(), 53);
+    assert_eq!(Net::ask_udp(&socket, to).expect("udp to pod-a"), "pod-a");
+
+    let after = Ruleset::from_model(&udp("10.42.0.11"));
+    let update = diff(&before, &after, &[]);
+    assert!(
+        !update.conntrack.is_empty(),
+        "a UDP endpoint went away: its flows must be flushed"
+    );
+    tools.apply(&update.script).expect("incremental");
+    for flush in &update.conntrack {
+        tools
+            .flush_conntrack(flush)
+            .expect("conntrack -D (install the conntrack package: scripts/deps)");
+    }
+    assert_eq!(Net::ask_udp(&socket, to).expect("udp to pod-b"), "pod-b");
+}
+
+#[test]
+fn load_balancer_ip_answers_allowed_sources_only() {
+    let net = Net::new(&["pod-a"]);
+    // The outside namespace routes the LB address to the node, as the announcing node's proxy ARP would.
+    let lb_ip = "192.0.2.10";
+    support::ip_in(&net.up, &["route", "add", lb_ip, "via", &net.node_ip.to_string()]);
+    let lb = |ranges: &[String]| {
+        let mut svc = node_port(service("web", CLUSTER_IP, 80, "TCP"), 30082, "Cluster");
+        let spec = svc.spec.as_mut().unwrap();
+        spec.type_ = Some("LoadBalancer".into());
+        spec.load_balancer_source_ranges = Some(ranges.to_vec());
+        svc.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some(lb_ip.into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        });
+        model(
+            &net,
+            vec![svc],
+            vec![slice(
+                "web",
+                "1",
+                POD_PORT.into(),
+                "TCP",
+                &[("10.42.0.10", NODE_NAME)],
+            )],
+        )
+    };
+    let to = SocketAddrV4::new(lb_ip.parse().unwrap(), 80);
+    net.tools()
+        .apply(&compile(&lb(&[format!("{}/32", net.up_ip)])))
+        .expect("apply");
+    assert_eq!(net.fetch(&net.up, to).expect("allowed source"), "pod-a");
+
+    net.tools()
+        .apply(&compile(&lb(&["10.0.0.0/8".to_string()])))
+        .expect("apply");
+    net.fetch(&net.up, to)
+        .expect_err("a source outside loadBalancerSourceRanges is dropped");
+    // NodePorts are not limited by the source ranges.
+    assert_eq!(
+        net.fetch(&net.up, SocketAddrV4::new(net.node_ip, 30082))
+            .expect("NodePort"),
         "pod-a"
     );
 }

@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +30,13 @@ fn ip(args: &[&str]) {
         "ip {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `ip -n <netns> <args…>`.
+pub fn ip_in(netns: &str, args: &[&str]) {
+    let mut all = vec!["-n", netns];
+    all.extend_from_slice(args);
+    ip(&all);
 }
 
 /// Runs `f` on a fresh thread inside the namespace `netns`; sockets it creates stay in that namespace.
@@ -183,6 +190,7 @@ impl Net {
             ip(&["-n", &netns, "link", "set", "eth0", "up"]);
             ip(&["-n", &netns, "route", "add", "default", "via", "10.42.0.1"]);
             net.servers.push(Server::start(&netns, name));
+            net.servers.push(Server::start_udp(&netns, name));
             net.pods.push(Pod {
                 name: name.to_string(),
                 netns,
@@ -206,6 +214,15 @@ impl Net {
             stream.read_to_string(&mut answer)?;
             Ok(answer)
         })
+    }
+
+    /// Send one datagram from `socket` (bound in some namespace) to `to` and return the answer.
+    pub fn ask_udp(socket: &UdpSocket, to: SocketAddrV4) -> std::io::Result<String> {
+        socket.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        socket.send_to(b"who", to)?;
+        let mut buf = [0u8; 256];
+        let (n, _) = socket.recv_from(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
     /// A server in `netns` that answers every connection with the client's address.
@@ -244,6 +261,28 @@ impl Server {
     fn start(netns: &str, name: &str) -> Server {
         let name = name.to_string();
         Server::start_with(netns, POD_PORT, Arc::new(move |_| name.clone()))
+    }
+
+    /// Answers every datagram on `POD_PORT`/udp with the pod's name.
+    fn start_udp(netns: &str, name: &str) -> Server {
+        let socket = in_netns(netns, || {
+            UdpSocket::bind(("0.0.0.0", POD_PORT)).expect("bind udp")
+        });
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stopped.load(Ordering::SeqCst) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(name.as_bytes(), peer);
+                }
+            }
+        });
+        Server { stop }
     }
 
     fn start_with(netns: &str, port: u16, answer: Answer) -> Server {
