@@ -137,6 +137,42 @@ impl Drop for Registry {
     }
 }
 
+/// Writes a `docker save` tarball of the busybox image tagged `repo_tag` (e.g. `rkube-test/imported:1`) to
+/// `path`, for `rkube image import`.
+pub fn write_docker_save(path: &std::path::Path, repo_tag: &str) {
+    let layer = busybox_layer();
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&layer.gzipped[..])
+        .read_to_end(&mut tar_bytes)
+        .expect("gunzip the layer");
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": [PATH_ENV], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]}
+    }))
+    .expect("config");
+    let config_name = format!("{}.json", Digest::of(&config).hex());
+    let layer_name = format!("{}/layer.tar", layer.diff_id.hex());
+    let manifest = serde_json::to_vec(&serde_json::json!([
+        {"Config": config_name, "RepoTags": [repo_tag], "Layers": [layer_name]}
+    ]))
+    .expect("manifest");
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (config_name.as_str(), &config[..]),
+        (layer_name.as_str(), &tar_bytes[..]),
+        ("manifest.json", &manifest[..]),
+    ] {
+        tar.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, data.len() as u64),
+            name,
+            data,
+        )
+        .expect("tar");
+    }
+    std::fs::write(path, tar.into_inner().expect("tar")).expect("writing the archive");
+}
+
 /// A layer as pushed (gzipped) and as named in the config (the tar's digest).
 #[derive(Clone)]
 struct Layer {

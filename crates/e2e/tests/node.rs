@@ -614,3 +614,51 @@ spec:
     assert!(log_dirs().is_empty(), "{:?}", log_dirs());
     assert!(pod_cgroups(&node, &left_uid).is_empty());
 }
+
+#[test]
+fn imported_image_runs_without_a_registry() {
+    let cluster = NodeCluster::single();
+    let archive = cluster.write_file("imported.tar", "");
+    rkube_e2e::images::write_docker_save(&archive, "rkube-test/imported:1");
+    let data_dir = cluster.data_dir(0);
+    let rkube = |args: &[&str]| {
+        let out = std::process::Command::new(rkube_e2e::rkube_binary())
+            .args(["image"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .expect("running rkube image");
+        assert!(
+            out.status.success(),
+            "rkube image {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    rkube(&["import", archive.to_str().expect("utf-8 path")]);
+    let listed = rkube(&["ls"]);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("docker.io/rkube-test/imported "))
+        .unwrap_or_else(|| panic!("imported image listed:\n{listed}"));
+    assert!(row.split_whitespace().nth(1) == Some("1"), "{row}");
+    assert!(listed.starts_with("IMAGE"), "{listed}");
+
+    // Never pulled: the node must use what was imported.
+    cluster
+        .kubectl(&[
+            "run",
+            "offline",
+            "--image=rkube-test/imported:1",
+            "--image-pull-policy=Never",
+            "--",
+            "sh",
+            "-c",
+            "echo offline; exec sleep 3600",
+        ])
+        .ok();
+    cluster.wait_pod_ready("offline", POD_TIMEOUT);
+    let logs = cluster.kubectl(&["logs", "offline"]).ok().to_string();
+    assert_eq!(logs.trim(), "offline");
+}
