@@ -298,6 +298,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     println!("proxy start → whole table in the kernel: {startup_ms:.1} ms");
 
     let mut hist = Histogram::<u64>::new(3)?;
+    // Until the API server answered the write: its share of the end-to-end time.
+    let mut ack = Histogram::<u64>::new(3)?;
     for n in 0..args.iterations {
         let i = n * 7919 % args.services;
         let new_ip = format!("10.99.{}.{}", n / 250, n % 250 + 1);
@@ -314,6 +316,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
                 &Patch::Merge(&patch),
             )
             .await?;
+        ack.record(t0.elapsed().as_micros() as u64)?;
         wait_for_line(&mut lines, &format!("{new_ip} . 8080"), Duration::from_secs(10))
             .await
             .with_context(|| format!("iteration {n}: {new_ip} never reached the kernel"))?;
@@ -337,6 +340,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         "incremental_sync_p50_ms": round1(q(0.5)),
         "incremental_sync_p99_ms": round1(q(0.99)),
         "incremental_sync_max_ms": round1(hist.max() as f64 / 1000.0),
+        "api_write_ack_p50_ms": round1(ack.value_at_quantile(0.5) as f64 / 1000.0),
+        "api_write_ack_p99_ms": round1(ack.value_at_quantile(0.99) as f64 / 1000.0),
     });
     println!("{result}");
     Ok(())
