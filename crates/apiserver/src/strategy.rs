@@ -15,6 +15,8 @@ pub struct Strategy {
     pub allow_create_on_update: bool,
     /// DELETE answers the deleted object rather than a `Status`.
     pub return_deleted_object: bool,
+    /// Per-kind rules of a spec write, run on the client's object with the stored one beside it.
+    pub on_update: Option<fn(&mut Value, &Value)>,
 }
 
 fn empty_status(_: &Value) -> Value {
@@ -28,6 +30,7 @@ pub fn for_kind(kind: &str) -> Strategy {
         initial_status: None,
         allow_create_on_update: false,
         return_deleted_object: false,
+        on_update: None,
     };
     match kind {
         "Pod" => Strategy {
@@ -48,7 +51,12 @@ pub fn for_kind(kind: &str) -> Strategy {
             initial_status: Some(empty_status),
             ..plain
         },
-        "Service" | "Ingress" => Strategy {
+        "Service" => Strategy {
+            initial_status: Some(|_| json!({"loadBalancer": {}})),
+            on_update: Some(drop_type_dependent_fields),
+            ..plain
+        },
+        "Ingress" => Strategy {
             initial_status: Some(|_| json!({"loadBalancer": {}})),
             ..plain
         },
@@ -183,6 +191,102 @@ pub fn prepare_for_update(strategy: &Strategy, has_status: bool, new: &mut Value
     } else if let Some(g) = old_generation {
         new["metadata"]["generation"] = json!(g);
     }
+    if let Some(on_update) = strategy.on_update {
+        on_update(new, old);
+    }
+}
+
+/// Whether the client left `spec.<field>` as stored: absent, null and the zero value all count as unset.
+fn same_spec_field(new: &Value, old: &Value, field: &str) -> bool {
+    let unset = |v: &Value| matches!(v, Value::Null) || v == "" || v == 0 || v == &json!([]);
+    let (a, b) = (&new["spec"][field], &old["spec"][field]);
+    a == b || unset(a) && unset(b)
+}
+
+fn drop_spec_field(obj: &mut Value, field: &str) {
+    if let Some(spec) = obj["spec"].as_object_mut() {
+        spec.remove(field);
+    }
+}
+
+/// kube-apiserver's `dropTypeDependentFields`: when an update changes a Service's type so that a field no
+/// longer applies, the field is cleared — but only if the client left it as stored, since then the server
+/// (defaulting or allocation) most likely set it, and keeping it would make the new type invalid. A value the
+/// client changed in the same write is kept and validated. Freed ClusterIPs/NodePorts go back to the
+/// allocators after the write is stored (`admission::release_unused`).
+fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let needs_cluster_ip = |s: &Value| s["spec"]["type"] != "ExternalName";
+    let needs_node_port = |s: &Value| matches!(s["spec"]["type"].as_str(), Some("NodePort" | "LoadBalancer"));
+    let externally_accessible = |s: &Value| {
+        needs_node_port(s)
+            || s["spec"]["type"].as_str().unwrap_or("ClusterIP") == "ClusterIP"
+                && s["spec"]["externalIPs"]
+                    .as_array()
+                    .is_some_and(|ips| !ips.is_empty())
+    };
+    let is_lb = |s: &Value| s["spec"]["type"] == "LoadBalancer";
+    if needs_cluster_ip(old) && !needs_cluster_ip(new) {
+        // `clusterIP` and `clusterIPs` are one value in two shapes: compare the list, filled from the scalar.
+        let ips = |s: &Value| match s["spec"]["clusterIPs"].as_array().filter(|a| !a.is_empty()) {
+            Some(list) => Value::Array(list.clone()),
+            None => match s["spec"]["clusterIP"].as_str().filter(|ip| !ip.is_empty()) {
+                Some(ip) => json!([ip]),
+                None => json!([]),
+            },
+        };
+        if ips(new) == ips(old) {
+            drop_spec_field(new, "clusterIP");
+            drop_spec_field(new, "clusterIPs");
+        }
+        if same_spec_field(new, old, "ipFamilies") {
+            drop_spec_field(new, "ipFamilies");
+        }
+        if same_spec_field(new, old, "ipFamilyPolicy") {
+            drop_spec_field(new, "ipFamilyPolicy");
+        }
+    }
+    if needs_node_port(old) && !needs_node_port(new) {
+        let node_ports = |s: &Value| -> Vec<Value> {
+            s["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["nodePort"].clone())
+                .collect()
+        };
+        // Only all together, as kube-apiserver: a client that set any nodePort on a ClusterIP Service
+        // gets the validation error for it.
+        let old_ports = node_ports(old);
+        let unchanged = node_ports(new)
+            .iter()
+            .all(|p| p.is_null() || p == 0 || old_ports.contains(p));
+        if unchanged && let Some(ports) = new["spec"]["ports"].as_array_mut() {
+            for p in ports {
+                p.as_object_mut().map(|m| m.remove("nodePort"));
+            }
+        }
+        if same_spec_field(new, old, "healthCheckNodePort") {
+            drop_spec_field(new, "healthCheckNodePort");
+        }
+    }
+    if is_lb(old) && !is_lb(new) {
+        if same_spec_field(new, old, "allocateLoadBalancerNodePorts") {
+            drop_spec_field(new, "allocateLoadBalancerNodePorts");
+        }
+        if same_spec_field(new, old, "loadBalancerClass") {
+            drop_spec_field(new, "loadBalancerClass");
+        }
+    }
+    if externally_accessible(old)
+        && !externally_accessible(new)
+        && same_spec_field(new, old, "externalTrafficPolicy")
+    {
+        drop_spec_field(new, "externalTrafficPolicy");
+    }
+    // The load balancer is deprovisioned asynchronously, but its address stops being the Service's now.
+    if !is_lb(new) && new.get("status").is_some() {
+        new["status"]["loadBalancer"] = json!({});
+    }
 }
 
 /// Rules of a `/status` write: only `status` changes; everything else stays as in `old`.
@@ -249,6 +353,49 @@ mod tests {
             qos_class(&json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]})),
             "Burstable"
         );
+    }
+
+    #[test]
+    fn service_type_change_drops_what_the_old_type_needed() {
+        let s = for_kind("Service");
+        let old = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.43.5.5",
+            "clusterIPs": ["10.43.5.5"], "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}], "healthCheckNodePort": 31000,
+            "externalTrafficPolicy": "Local", "allocateLoadBalancerNodePorts": true, "loadBalancerClass": "x"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}});
+        // `kubectl patch -p '{"spec":{"type":"ClusterIP"}}'`: everything else as stored.
+        let mut patched = old.clone();
+        patched["spec"]["type"] = json!("ClusterIP");
+        prepare_for_update(&s, true, &mut patched, &old);
+        let spec = &patched["spec"];
+        for gone in [
+            "healthCheckNodePort",
+            "externalTrafficPolicy",
+            "allocateLoadBalancerNodePorts",
+            "loadBalancerClass",
+        ] {
+            assert!(spec.get(gone).is_none(), "{gone} kept: {spec}");
+        }
+        assert!(spec["ports"][0].get("nodePort").is_none());
+        assert_eq!(spec["clusterIP"], "10.43.5.5", "a ClusterIP Service keeps its IP");
+        assert_eq!(patched["status"]["loadBalancer"], json!({}));
+
+        // A nodePort the client changed in the same write is kept, so validation can refuse it.
+        let mut changed = patched.clone();
+        changed["spec"] = old["spec"].clone();
+        changed["spec"]["type"] = json!("ClusterIP");
+        changed["spec"]["ports"][0]["nodePort"] = json!(30099);
+        prepare_for_update(&s, true, &mut changed, &old);
+        assert_eq!(changed["spec"]["ports"][0]["nodePort"], 30099);
+
+        // To ExternalName: the ClusterIP and IP families go too.
+        let mut external = old.clone();
+        external["spec"]["type"] = json!("ExternalName");
+        external["spec"]["externalName"] = json!("example.com");
+        prepare_for_update(&s, true, &mut external, &old);
+        for gone in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            assert!(external["spec"].get(gone).is_none(), "{gone} kept");
+        }
     }
 
     #[test]
