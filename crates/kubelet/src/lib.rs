@@ -4,7 +4,9 @@
 //! Start at [`run`] (the wiring), then [`node`] (registration, Lease, conditions) and [`pods`] (the pod
 //! watch and one [`worker`] per pod). The Kubernetes rules a worker follows are pure functions you can read
 //! on their own: [`status`] (what a pod reports), [`backoff`] (CrashLoopBackOff, ImagePullBackOff),
-//! [`env`] (a container's environment), [`volumes`] (what each volume becomes on disk) and [`probe`].
+//! [`env`] (a container's environment), [`volumes`] (what each volume becomes on disk), [`resources`]
+//! (cgroup limits) and [`probe`]. [`services`] starts the node's service proxy, DNS and host-gw routes;
+//! [`host`] gathers what the Node reports about the machine.
 
 pub mod agent;
 pub mod backoff;

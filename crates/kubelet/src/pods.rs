@@ -27,6 +27,8 @@ use crate::node::NodeAgent;
 use crate::worker::{Flow, LABEL_POD_UID, Worker};
 use crate::{AgentConfig, ContainerRef, LookupError, NodeContainers};
 
+/// How long a namespace's Service list is reused for the link variables of starting containers.
+const SERVICES_CACHE_TTL: Duration = Duration::from_secs(2);
 /// How often image GC checks the disk.
 const IMAGE_GC_PERIOD: Duration = Duration::from_secs(300);
 
@@ -60,6 +62,8 @@ pub(crate) struct Ctx {
     pub cluster_domain: String,
     pub host_resolv_conf: String,
     registry: RwLock<HashMap<(String, String), PodContainers>>,
+    /// Service lists by namespace for a moment, so a burst of pod starts costs one list per namespace.
+    services_cache: Mutex<HashMap<String, (std::time::Instant, Vec<Service>)>>,
 }
 
 impl Ctx {
@@ -105,6 +109,19 @@ impl Ctx {
 
     /// The Services whose link variables a pod of `namespace` gets: the namespace's and `default/kubernetes`.
     pub async fn services(&self, namespace: &str) -> Vec<Service> {
+        if let Some((at, list)) = self.services_cache.lock().get(namespace)
+            && at.elapsed() < SERVICES_CACHE_TTL
+        {
+            return list.clone();
+        }
+        let list = self.list_services(namespace).await;
+        self.services_cache
+            .lock()
+            .insert(namespace.to_string(), (std::time::Instant::now(), list.clone()));
+        list
+    }
+
+    async fn list_services(&self, namespace: &str) -> Vec<Service> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), namespace);
         let mut out = api
             .list(&ListParams::default())
@@ -248,6 +265,7 @@ pub(crate) async fn run_agent(config: AgentConfig, stop: watch::Receiver<bool>) 
         cluster_domain: config.cluster_domain.clone(),
         host_resolv_conf: std::fs::read_to_string(&config.host_resolv_conf).unwrap_or_default(),
         registry: RwLock::default(),
+        services_cache: Mutex::default(),
     });
 
     if config.node_services {
