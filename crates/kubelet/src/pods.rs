@@ -538,6 +538,7 @@ async fn image_gc(ctx: Arc<Ctx>, store_dir: PathBuf, high: u8, low: u8, mut stop
         })
         .await;
         match result {
+            Ok(Ok(0)) => tracing::debug!(to_free, "image GC found nothing it may remove"),
             Ok(Ok(freed)) => tracing::info!(freed, "image GC done"),
             Ok(Err(e)) => tracing::warn!(error = %e, "image GC failed"),
             Err(e) => tracing::warn!(error = %e, "image GC task failed"),
