@@ -3,7 +3,7 @@
 //! Who is asking comes from the TLS client certificate the connection verified against the cluster CA
 //! (CommonName = user, Organizations = groups — the server puts a [`PeerIdentity`] in each request's
 //! extensions), or from an `Authorization: Bearer` token: the node join token (`DIR/token`) or the admin
-//! token. `/livez`, `/readyz`, `/healthz`, `/version` and `/cacerts` (the CA, for agents to pin) are
+//! token, or a service-account token ([`crate::serviceaccount_token`]). `/livez`, `/readyz`, `/healthz`, `/version` and `/cacerts` (the CA, for agents to pin) are
 //! open; anything else without credentials is a 401 `Status`. Every authenticated request then passes one [`Authorizer`] (today: allow everyone
 //! authenticated) with Kubernetes' request attributes, so RBAC can replace it without touching the
 //! handlers. Handlers find the caller as [`UserInfo`] in the request extensions. Start at [`middleware`].
@@ -186,11 +186,18 @@ pub fn is_open_path(path: &str) -> bool {
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
 }
 
+/// Checks bearer tokens that are not the server's static ones (service-account JWTs).
+pub trait TokenAuthenticator: Send + Sync + 'static {
+    /// The token's user, or `None` when the token is not valid (the request is then a 401).
+    fn authenticate_token(&self, token: &str) -> Option<UserInfo>;
+}
+
 /// The credentials the server knows, and the authorizer; shared by every request.
 pub struct Authenticator {
     node_token: String,
     admin_token: String,
     authorizer: Box<dyn Authorizer>,
+    tokens: Option<Box<dyn TokenAuthenticator>>,
 }
 
 impl Authenticator {
@@ -199,7 +206,14 @@ impl Authenticator {
             node_token: node_token.to_string(),
             admin_token: admin_token.to_string(),
             authorizer,
+            tokens: None,
         }
+    }
+
+    /// Also accepts the bearer tokens `tokens` vouches for (after the static tokens).
+    pub fn with_tokens(mut self, tokens: Box<dyn TokenAuthenticator>) -> Authenticator {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// Who the request is from: its client certificate first, else its bearer token.
@@ -223,7 +237,7 @@ impl Authenticator {
         if !self.node_token.is_empty() && constant_time_eq(secret, &self.node_token) {
             return Some(UserInfo::new(format!("system:node:{node}"), &["system:nodes"]));
         }
-        None
+        self.tokens.as_ref()?.authenticate_token(token)
     }
 }
 

@@ -25,6 +25,7 @@ pub mod registry;
 pub mod request;
 pub mod rest;
 pub mod selectors;
+pub mod serviceaccount_token;
 pub mod status;
 pub mod strategy;
 pub mod subresources;
@@ -109,6 +110,8 @@ pub struct ApiState {
     cache_task: tokio::task::AbortHandle,
     /// How `pods/log`, `exec` and `attach` reach kubelets; set once the PKI is loaded.
     pub(crate) kubelet: std::sync::OnceLock<kubelet_proxy::KubeletClient>,
+    /// Signs service-account tokens (TokenRequest); set once the PKI is loaded.
+    tokens: std::sync::OnceLock<Arc<serviceaccount_token::TokenIssuer>>,
 }
 
 impl Drop for ApiState {
@@ -183,6 +186,7 @@ impl ApiState {
             ready: AtomicBool::new(false),
             cache_task,
             kubelet: std::sync::OnceLock::new(),
+            tokens: std::sync::OnceLock::new(),
         }))
     }
 
@@ -194,6 +198,15 @@ impl ApiState {
     /// Lets `pods/log`, `exec` and `attach` reach kubelets, and `/cacerts` serve the CA (first call wins).
     pub fn set_kubelet_client(&self, client: kubelet_proxy::KubeletClient) {
         let _ = self.kubelet.set(client);
+    }
+
+    /// Lets TokenRequest issue service-account tokens and the OIDC documents serve the key (first call wins).
+    pub fn set_token_issuer(&self, issuer: Arc<serviceaccount_token::TokenIssuer>) {
+        let _ = self.tokens.set(issuer);
+    }
+
+    pub fn token_issuer(&self) -> Option<&Arc<serviceaccount_token::TokenIssuer>> {
+        self.tokens.get()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -242,6 +255,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             }
         }))
         .merge(kubelet_proxy::routes())
+        .merge(serviceaccount_token::routes())
         .fallback(dispatch)
         .with_state(state)
 }

@@ -169,11 +169,15 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         .await
         .context("creating the default objects")?;
 
-    let authenticator = Arc::new(Authenticator::new(
-        &pki.node_token,
-        &pki.admin_token,
-        Box::new(AllowAuthenticated),
-    ));
+    let token_issuer = crate::serviceaccount_token::TokenIssuer::load_or_create(&data_dir.join("tls"))
+        .context("setting up service account tokens")?;
+    state.set_token_issuer(Arc::new(token_issuer));
+    let mut authenticator =
+        Authenticator::new(&pki.node_token, &pki.admin_token, Box::new(AllowAuthenticated));
+    if let Some(tokens) = crate::serviceaccount_token::ServiceAccountTokens::new(&state) {
+        authenticator = authenticator.with_tokens(Box::new(tokens));
+    }
+    let authenticator = Arc::new(authenticator);
     let app = crate::router(state.clone())
         .merge(crate::auth::review_routes(authenticator.clone()))
         .layer(axum::middleware::from_fn_with_state(

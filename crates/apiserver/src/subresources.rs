@@ -51,6 +51,7 @@ pub async fn handle(
         ("eviction", Verb::Create) => eviction(state, kind, &req).await,
         ("finalize", Verb::Update) => finalize(state, kind, &req).await,
         ("log", Verb::Get) => crate::kubelet_proxy::logs(state, &req).await,
+        ("token", Verb::Create) => crate::serviceaccount_token::token_request(state, kind, &req).await,
         // The upgrade subresources are routed to `kubelet_proxy` before this dispatcher; anything else
         // reaching here is a method they do not serve.
         ("exec" | "attach" | "portforward", _) => Err(ApiError::MethodNotAllowed),
