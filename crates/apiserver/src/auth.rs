@@ -2,10 +2,11 @@
 //!
 //! Who is asking comes from the TLS client certificate the connection verified against the cluster CA
 //! (CommonName = user, Organizations = groups — the server puts a [`PeerIdentity`] in each request's
-//! extensions), or from an `Authorization: Bearer` token: the node join token (`DIR/token`) or the admin
-//! token, or a service-account token ([`crate::serviceaccount_token`]). `/livez`, `/readyz`, `/healthz`, `/version` and `/cacerts` (the CA, for agents to pin) are
-//! open; anything else without credentials is a 401 `Status`. Every authenticated request then passes one [`Authorizer`] (today: allow everyone
-//! authenticated) with Kubernetes' request attributes, so RBAC can replace it without touching the
+//! extensions), or from an `Authorization: Bearer` token: the node join token (`DIR/token`), the admin
+//! token, or a service-account token ([`crate::serviceaccount_token`], through [`TokenAuthenticator`]).
+//! `/livez`, `/readyz`, `/healthz`, `/version` and `/cacerts` (the CA, for agents to pin) are open;
+//! anything else without credentials is a 401 `Status`. Every authenticated request then passes one
+//! [`Authorizer`] (today: allow everyone authenticated) with Kubernetes' request attributes, so RBAC can replace it without touching the
 //! handlers. Handlers find the caller as [`UserInfo`] in the request extensions. Start at [`middleware`].
 //! [`review_routes`] answers "who am I" (`SelfSubjectReview`, `kubectl auth whoami`) and "may I"
 //! (`SelfSubjectAccessReview`, `kubectl auth can-i`) from the same authenticator and authorizer.

@@ -11,6 +11,8 @@
 //! The edge — TLS, authentication and the HTTPS server (`tls`, `auth`, `server`) — wraps [`router`]; the
 //! value rules (`validation`), printer columns (`tables`) and allocators (`alloc`) are used by the core.
 //! `pods/log`, `exec` and `attach` are streamed from the pod's kubelet by [`kubelet_proxy`].
+//! Service-account tokens (TokenRequest, their authentication, OIDC discovery) are in
+//! [`serviceaccount_token`].
 
 pub mod admission;
 pub mod body;
