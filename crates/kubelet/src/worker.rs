@@ -47,6 +47,8 @@ pub const LABEL_IMAGE_ID: &str = "rkube.io/image-id";
 
 /// How often a pod is re-synced without an outside change (the kubelet's PLEG relist period).
 pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
+/// How often files volumes (configMap, secret, downwardAPI, projected) are rewritten from the API.
+const VOLUME_REFRESH_PERIOD: Duration = Duration::from_secs(60);
 /// Default `terminationGracePeriodSeconds`.
 const DEFAULT_GRACE: i64 = 30;
 /// Grace for a pod force-deleted from the API (it is gone: finish quickly).
@@ -153,6 +155,8 @@ pub(crate) struct Worker {
     state: PodState,
     volumes: Vec<PlannedVolume>,
     prepared: bool,
+    /// When the files volumes were last written.
+    volumes_written: Instant,
     slots: BTreeMap<String, Slot>,
     crash_backoff: Backoff<String>,
     pull_backoff: Backoff<String>,
@@ -330,6 +334,7 @@ impl Worker {
             },
             volumes: Vec::new(),
             prepared: false,
+            volumes_written: Instant::now(),
             slots: BTreeMap::new(),
             crash_backoff: Backoff::default(),
             pull_backoff: Backoff::default(),
@@ -610,6 +615,7 @@ impl Worker {
             return;
         }
         self.pod_error = None;
+        self.refresh_volumes().await;
         if !self.run_init_containers().await {
             return;
         }
@@ -796,7 +802,22 @@ impl Worker {
             std::fs::write(etc.join(name), content).map_err(|e| e.to_string())?;
         }
         self.prepared = true;
+        self.volumes_written = Instant::now();
         Ok(())
+    }
+
+    /// Rewrites configMap, secret, downwardAPI and projected volumes now and then, so running containers
+    /// see updates (as the kubelet's periodic volume sync does; `subPath` mounts keep the old file).
+    async fn refresh_volumes(&mut self) {
+        if self.volumes_written.elapsed() < VOLUME_REFRESH_PERIOD
+            || !self.volumes.iter().any(|v| v.kind == volumes::VolumeKind::Files)
+        {
+            return;
+        }
+        self.volumes_written = Instant::now();
+        if let Err(message) = self.write_volumes().await {
+            tracing::debug!(pod = %self.state.name, %message, "volume refresh failed");
+        }
     }
 
     async fn write_volumes(&self) -> Result<(), String> {
