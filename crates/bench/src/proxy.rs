@@ -133,7 +133,7 @@ impl Drop for Server {
 }
 
 fn service(i: usize) -> Service {
-    let node_port = i % 10 == 0;
+    let node_port = i.is_multiple_of(10);
     Service {
         metadata: ObjectMeta {
             name: Some(format!("svc-{i}")),
