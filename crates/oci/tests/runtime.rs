@@ -522,7 +522,11 @@ fn exec_returns_exit_code_and_output_and_supports_a_terminal() {
         .rt
         .exec(
             "sleeper",
-            &cmd(&["sh", "-c", "echo ready; read line; tty; stty size; exit 5"]),
+            &cmd(&[
+                "sh",
+                "-c",
+                "echo ready; while read line; do [ \"$line\" = q ] && exit 5; tty; stty size; done",
+            ]),
             true,
         )
         .unwrap();
@@ -550,11 +554,25 @@ fn exec_returns_exit_code_and_output_and_supports_a_terminal() {
     };
     read_until("ready");
     p.resize(123, 45).unwrap();
+    // runc applies the size when it handles our SIGWINCH, which may come after the next keystroke: ask
+    // again until the new size shows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&output).contains("45 123") {
+        assert!(
+            Instant::now() < deadline,
+            "size never applied: {:?}",
+            String::from_utf8_lossy(&output)
+        );
+        use std::io::Write;
+        p.stdin.as_mut().unwrap().write_all(b"\r").unwrap();
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
+            output.extend_from_slice(&chunk);
+        }
+    }
     {
         use std::io::Write;
-        p.stdin.as_mut().unwrap().write_all(b"go\r").unwrap();
+        p.stdin.as_mut().unwrap().write_all(b"q\r").unwrap();
     }
-    read_until("45 123");
     assert_eq!(p.wait().unwrap(), 5);
     drop(p);
     let output = String::from_utf8(output).unwrap();
