@@ -15,6 +15,10 @@
 //!   `started_at` and `exit.json` (the container's life).
 //!
 //! Start reading at [`Runtime`]; [`shim`] is the process side, [`spec`] the `config.json` rules.
+//!
+//! The shims start their own sessions, so signals to the agent's process group do not reach them, but they
+//! stay in the agent's cgroup: under systemd the agent's unit needs `KillMode=process` (as k3s' has), or
+//! stopping the unit kills every shim (the containers keep running, but lose their log and exit record).
 
 mod attach;
 pub mod cgroups;
