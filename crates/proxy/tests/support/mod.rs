@@ -1,13 +1,14 @@
-//! A small test network for the data-path tests (until `rkube_network::testing::TestNet` is published):
+//! The data-path tests' network: `rkube_network::testing::TestNet` with one node (its underlay namespace
+//! doubles as the outside client) plus pods of our own on a bridge in the node:
 //!
 //! ```text
-//!  netns <p>-up (outside client)          netns <p>-node ("the node")                 netns <p>-pa, <p>-pb ("pods")
-//!  eth0 172.30.R.254/24 ══ veth ══ eth0 172.30.R.1/24, default via .254   cni0 10.42.0.1/24 ══ veth ══ eth0 10.42.0.1x/24
+//!  underlay (outside client)     node                                      pods <prefix>-p0, -p1, …
+//!  br0 172.31.R.254/24 ═══ eth0 172.31.R.1/24, default via .254
+//!                          cni0 10.42.0.1/24 ══════════ veth ══════════ eth0 10.42.0.1x/24, default via .1
 //! ```
-//! Nothing is created in the host namespace: links are made inside our namespaces with the peer put straight
-//! into another of ours. TCP servers in the pods answer every connection with their name and close.
-//! Dropping [`Net`] deletes the namespaces (and with them every link and nft table in them); namespaces of
-//! crashed runs (`rkt-p<pid>-…` whose pid is gone) are swept first.
+//! Nothing is created in the host namespace: pod links are made inside the node namespace with the peer put
+//! straight into the pod's. TCP and UDP servers in the pods answer with the pod's name. Dropping [`Net`] stops
+//! the servers; TestNet then deletes every namespace (and with them all links and nft tables).
 
 #![allow(dead_code)]
 
@@ -52,31 +53,16 @@ pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-fn sweep_stale() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("rkt-p").and_then(|r| r.split('-').next()) else {
-            continue;
-        };
-        if let Ok(pid) = pid.parse::<u32>()
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        }
-    }
-}
-
 pub struct Net {
-    pub prefix: String,
     pub node: String,
+    /// The underlay namespace: the "outside" client, on the node's L2 segment.
     pub up: String,
     pub node_ip: Ipv4Addr,
     pub up_ip: Ipv4Addr,
     pub pods: Vec<Pod>,
     servers: Vec<Server>,
+    /// Last field: dropped after the servers are told to stop; deletes every namespace.
+    testnet: rkube_network::testing::TestNet,
 }
 
 pub struct Pod {
@@ -89,80 +75,32 @@ impl Net {
     /// The node, the outside client and one pod per name (`10.42.0.10`, `.11`, …), each serving its name.
     pub fn new(pod_names: &[&str]) -> Net {
         assert!(
-            nix::unistd::Uid::effective().is_root(),
-            "the data-path tests need root (network namespaces, nft)"
-        );
-        assert!(
             Command::new("nft").arg("--version").output().is_ok(),
             "nft is missing: run scripts/deps"
         );
-        sweep_stale();
-        let prefix = format!(
-            "rkt-p{}-{:06x}",
-            std::process::id(),
-            rand::random::<u32>() & 0xff_ffff
-        );
-        let third: u8 = rand::random();
+        let testnet = rkube_network::testing::TestNet::new(1)
+            .unwrap_or_else(|e| panic!("test network (the data-path tests need root): {e}"));
+        let node = testnet.node(0).netns.clone();
         let mut net = Net {
-            node: format!("{prefix}-node"),
-            up: format!("{prefix}-up"),
-            node_ip: Ipv4Addr::new(172, 30, third, 1),
-            up_ip: Ipv4Addr::new(172, 30, third, 254),
-            prefix,
+            node: node.clone(),
+            up: testnet.underlay().to_string(),
+            node_ip: testnet.node(0).ip,
+            up_ip: testnet.underlay_ip(),
             pods: Vec::new(),
             servers: Vec::new(),
+            testnet,
         };
-        let (node, up) = (net.node.clone(), net.up.clone());
-        ip(&["netns", "add", &node]);
-        ip(&["netns", "add", &up]);
-        ip(&["-n", &up, "link", "set", "lo", "up"]);
-        ip(&["-n", &node, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n", &up, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &node,
-        ]);
-        ip(&[
-            "-n",
-            &up,
-            "addr",
-            "add",
-            &format!("{}/24", net.up_ip),
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", &up, "link", "set", "eth0", "up"]);
-        ip(&[
-            "-n",
-            &node,
-            "addr",
-            "add",
-            &format!("{}/24", net.node_ip),
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", &node, "link", "set", "eth0", "up"]);
-        ip(&[
-            "-n",
-            &node,
-            "route",
-            "add",
-            "default",
-            "via",
-            &net.up_ip.to_string(),
-        ]);
         ip(&["-n", &node, "link", "add", "cni0", "type", "bridge"]);
         ip(&["-n", &node, "addr", "add", "10.42.0.1/24", "dev", "cni0"]);
         ip(&["-n", &node, "link", "set", "cni0", "up"]);
         in_netns(&node, || {
-            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("ip_forward");
             // Pod → ClusterIP → pod on the same bridge needs bridged frames to pass the IP hooks.
             let _ = std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1");
         });
         for (i, name) in pod_names.iter().enumerate() {
-            let netns = format!("{}-p{i}", net.prefix);
+            let netns = net.testnet.add_netns(&format!("p{i}")).expect("pod netns");
             let pod_ip = Ipv4Addr::new(10, 42, 0, 10 + i as u8);
             let host_if = format!("veth{i}");
-            ip(&["netns", "add", &netns]);
-            ip(&["-n", &netns, "link", "set", "lo", "up"]);
             ip(&[
                 "-n", &node, "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns,
             ]);
@@ -239,14 +177,6 @@ impl Drop for Net {
     fn drop(&mut self) {
         for server in &self.servers {
             server.stop.store(true, Ordering::SeqCst);
-        }
-        for netns in self
-            .pods
-            .iter()
-            .map(|p| p.netns.clone())
-            .chain([self.node.clone(), self.up.clone()])
-        {
-            let _ = Command::new("ip").args(["netns", "del", &netns]).status();
         }
     }
 }
