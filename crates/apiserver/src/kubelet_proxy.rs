@@ -1,11 +1,11 @@
-//! `pods/log`, `pods/exec` and `pods/attach` proxied to the kubelet of the pod's node, as kube-apiserver
+//! `pods/log`, `pods/exec`, `pods/attach` and `pods/portforward` proxied to the kubelet of the pod's node, as kube-apiserver
 //! does, plus `GET /cacerts` (the cluster CA, unauthenticated, as k3s serves it) for agents to pin.
 //!
 //! The node is reached at its InternalIP (else ExternalIP, else Hostname) and
 //! `status.daemonEndpoints.kubeletEndpoint.Port`, over HTTPS with the client certificate
 //! `kube-apiserver-kubelet-client` (O `system:masters`) the server issues from its CA at start. Kubelet
 //! serving certificates are not verified (kube-apiserver's default). Logs are streamed through; exec and
-//! attach are WebSocket upgrades answered by the kubelet and then spliced byte for byte.
+//! attach (and port-forward) are WebSocket upgrades answered by the kubelet and then spliced byte for byte.
 //!
 //! Start at [`routes`] (exec/attach/portforward and `/cacerts`) and [`logs`] (called by
 //! [`crate::subresources`]). Option and container checks are pure functions ([`validate_log_options`],
@@ -503,27 +503,26 @@ async fn stream_inner(
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let (pod, addr) = locate(state, namespace, name).await?;
-    if sub == "portforward" {
-        return Err(ApiError::BadRequest(format!(
-            "port forwarding is not supported yet: pod {name} cannot be reached this way"
-        )));
-    }
-    let requested = params
-        .iter()
-        .find(|(k, _)| k == "container")
-        .map(|(_, v)| v.as_str());
-    let container = pick_container(&pod, requested)?;
-    let addr =
-        addr.ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
     let query = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter().filter(|(k, _)| k != "container"))
         .finish();
-    let path = format!(
-        "/{sub}/{}/{}/{}?{query}",
-        escape(namespace),
-        escape(name),
-        escape(&container),
-    );
+    let path = if sub == "portforward" {
+        format!("/portForward/{}/{}?{query}", escape(namespace), escape(name))
+    } else {
+        let requested = params
+            .iter()
+            .find(|(k, _)| k == "container")
+            .map(|(_, v)| v.as_str());
+        let container = pick_container(&pod, requested)?;
+        format!(
+            "/{sub}/{}/{}/{}?{query}",
+            escape(namespace),
+            escape(name),
+            escape(&container),
+        )
+    };
+    let addr =
+        addr.ok_or_else(|| ApiError::BadRequest(format!("pod {name} does not have a host assigned")))?;
     let mut forward = hyper::Request::builder()
         .method(hyper::Method::GET)
         .uri(&path)

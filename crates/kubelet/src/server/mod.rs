@@ -5,11 +5,14 @@
 //! another CA fails the TLS handshake. Only `/healthz` is open. The routes are the real kubelet's:
 //! `GET /containerLogs/{ns}/{pod}/{container}` (see [`crate::logs`]), and `/exec/…` and `/attach/…`
 //! over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`; see [`stream`]); attach follows the
-//! container's log and writes to the stdin FIFO its shim keeps.
+//! container's log and writes to the stdin FIFO its shim keeps. `/portForward/{ns}/{pod}` serves kubectl's
+//! SPDY-over-WebSocket port forwarding ([`portforward`]).
 //!
 //! The handlers reach containers through [`ContainerAccess`]; [`serve`] adapts the pod workers'
 //! [`NodeContainers`] to it, and tests use a fake over temporary files and local processes.
 
+pub mod portforward;
+mod spdy;
 pub mod stream;
 
 use std::net::SocketAddr;
@@ -71,6 +74,8 @@ pub trait ContainerAccess: Send + Sync + 'static {
     fn exec(&self, container_id: &str, cmd: &[String], tty: bool) -> Result<ExecIo, ServerError>;
     /// Connects to the container's own stdio.
     fn attach(&self, container_id: &str, tty: bool) -> Result<ExecIo, ServerError>;
+    /// Opens a TCP connection to `port` on the loopback of the container's network namespace.
+    fn dial(&self, container_id: &str, port: u16) -> std::io::Result<std::net::TcpStream>;
 }
 
 /// The pod workers' view, as the handlers use it.
@@ -97,6 +102,28 @@ impl ContainerAccess for Node {
             .attach(container_id)
             .map_err(|e| ServerError::Runtime(e.to_string()))?;
         ExecIo::from_attach(attach).map_err(|e| ServerError::Runtime(e.to_string()))
+    }
+
+    fn dial(&self, container_id: &str, port: u16) -> std::io::Result<std::net::TcpStream> {
+        let state = self
+            .0
+            .runtime()
+            .container_state(container_id)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let rkube_oci::runtime::ContainerState::Running { pid, .. } = state else {
+            return Err(std::io::Error::other("the container is not running"));
+        };
+        let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        // A thread of its own enters the pod's network namespace; the socket stays there after it ends.
+        std::thread::spawn(move || {
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(10),
+            )
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("dialing in the pod's network namespace failed"))?
     }
 }
 
@@ -256,6 +283,7 @@ fn router(containers: Containers) -> Router {
             "/attach/{namespace}/{pod}/{container}",
             axum::routing::any(attach),
         )
+        .route("/portForward/{namespace}/{pod}", axum::routing::any(port_forward))
         .layer(axum::middleware::from_fn(require_client_cert))
         .with_state(containers)
 }
@@ -452,6 +480,40 @@ async fn attach(
         tokio::task::spawn_blocking(move || c.attach(&id, tty)).await
     };
     upgrade(ws, protocol, opts, session)
+}
+
+async fn port_forward(
+    State(containers): State<Containers>,
+    Path((namespace, pod)): Path<(String, String)>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let found = {
+        let (c, ns, p) = (containers.clone(), namespace.clone(), pod.clone());
+        match tokio::task::spawn_blocking(move || c.find(&ns, &p, None)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return lookup_error(&e),
+            Err(e) => return text_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    };
+    if !found.running {
+        return text_error(StatusCode::BAD_REQUEST, format!("pod {pod:?} is not running"));
+    }
+    let Some(ws) = ws
+        .ok()
+        .map(|ws| ws.protocols([portforward::PROTOCOL]))
+        .filter(|ws| ws.selected_protocol().is_some())
+    else {
+        return text_error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "port-forward is served over WebSocket ({}) only",
+                portforward::PROTOCOL
+            ),
+        );
+    };
+    let id = found.container_id;
+    let dial: portforward::Dialer = Arc::new(move |port| containers.dial(&id, port));
+    ws.on_upgrade(move |socket| portforward::run(socket, dial))
 }
 
 fn not_running(container: &str, pod: &str) -> Response {

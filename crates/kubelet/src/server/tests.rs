@@ -93,6 +93,11 @@ impl ContainerAccess for FakeNode {
         Ok(io.0)
     }
 
+    /// The pod's network is this host's loopback.
+    fn dial(&self, _container_id: &str, port: u16) -> std::io::Result<std::net::TcpStream> {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+    }
+
     /// The container's own output, as a process that prints it.
     fn attach(&self, _container_id: &str, _tty: bool) -> Result<ExecIo, ServerError> {
         spawn_local(&["echo".to_string(), "attached".to_string()]).map(|io| io.0)
@@ -569,4 +574,88 @@ async fn a_session_whose_client_leaves_ends_its_process() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A SYN_STREAM as kubectl's port-forward sends it.
+fn syn_stream(id: u32, headers: &mut super::spdy::HeaderWriter, pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut payload = id.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    payload.extend(headers.write(pairs));
+    super::spdy::control(super::spdy::TYPE_SYN_STREAM, 0, &payload)
+}
+
+#[tokio::test]
+async fn port_forward_splices_a_spdy_stream_to_the_pods_port() {
+    use super::spdy::{self, Frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let k = start().await;
+    // The "pod": an echo server that closes after one message.
+    let pod = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = pod.local_addr().unwrap().port().to_string();
+    tokio::spawn(async move {
+        let (mut conn, _) = pod.accept().await.unwrap();
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).await.unwrap();
+        conn.write_all(&buf).await.unwrap();
+    });
+    let tls = connect(k.addr, k.identity()).await.unwrap();
+    let mut req = format!("wss://127.0.0.1:{}/portForward/default/web", k.addr.port())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", portforward::PROTOCOL.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(req, tls))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut headers = spdy::HeaderWriter::default();
+    let mut out = syn_stream(
+        1,
+        &mut headers,
+        &[("streamtype", "error"), ("port", &port), ("requestid", "0")],
+    );
+    out.extend(syn_stream(
+        3,
+        &mut headers,
+        &[("streamtype", "data"), ("port", &port), ("requestid", "0")],
+    ));
+    out.extend(spdy::data(3, false, b"ping"));
+    ws.send(WsMessage::Binary(Bytes::from(out))).await.unwrap();
+
+    let mut buf = Vec::new();
+    let (mut replies, mut echoed, mut fins) = (Vec::new(), Vec::new(), Vec::new());
+    while fins.len() < 2 {
+        let msg = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("frames in time");
+        let Some(Ok(WsMessage::Binary(bytes))) = msg else {
+            panic!("unexpected {msg:?}")
+        };
+        buf.extend_from_slice(&bytes);
+        while let Some(frame) = spdy::take_frame(&mut buf) {
+            match frame {
+                Frame::Control { kind, payload, .. } if kind == spdy::TYPE_SYN_REPLY => {
+                    replies.push(spdy::stream_id(&payload).unwrap())
+                }
+                Frame::Data { stream, flags, data } => {
+                    if stream == 3 {
+                        echoed.extend(data);
+                    } else {
+                        assert!(data.is_empty(), "no error: {}", String::from_utf8_lossy(&data));
+                    }
+                    if flags & spdy::FLAG_FIN != 0 {
+                        fins.push(stream);
+                    }
+                }
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+    assert_eq!(replies, [1, 3]);
+    assert_eq!(echoed, b"ping");
+    assert_eq!(
+        fins,
+        [3, 1],
+        "the data stream ends, then the error stream closes empty"
+    );
 }
