@@ -365,7 +365,15 @@ fn crashing_container_backs_off_with_growing_delays() {
     let deadline = Instant::now() + Duration::from_secs(150);
     while at.last().is_none_or(|(n, _)| *n < 3) {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "restartCount did not reach 3; saw {lines:?}");
+        assert!(
+            !left.is_zero(),
+            "restartCount did not reach 3; saw {lines:?}\npod: {}\nevents:\n{}\nlog:\n{}",
+            pod(&cluster, "crash")
+                .map(|p| p["status"].to_string())
+                .unwrap_or_default(),
+            events(&cluster, "crash"),
+            cluster.log_tail(0)
+        );
         let Some(line) = watch.next_line(left) else {
             watch = cluster.kubectl_stream(&watch_args);
             continue;
