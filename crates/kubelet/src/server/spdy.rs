@@ -341,6 +341,36 @@ mod tests {
         );
     }
 
+    /// Header blocks kubectl 1.32 sent (Go's zlib with the dictionary, BestCompression, sync flushes).
+    #[test]
+    fn kubectl_header_blocks_decompress() {
+        let first: &[u8] = &[
+            0x78, 0xf9, 0xe3, 0xc6, 0xa7, 0xc2, 0x02, 0x25, 0x3a, 0x48, 0xf9, 0x5b, 0x04, 0x4e, 0xea, 0x16,
+            0x06, 0x16, 0x06, 0x0c, 0x0c, 0x0c, 0x9c, 0x45, 0x90, 0xf8, 0xca, 0x04, 0xa5, 0x63, 0x46, 0x03,
+            0x70, 0x4a, 0x2c, 0x29, 0x4a, 0x4d, 0xcc, 0x85, 0x16, 0x36, 0xac, 0xa9, 0xa0, 0xa8, 0x00, 0x00,
+            0x00, 0x00, 0xff, 0xff,
+        ];
+        let second: &[u8] = &[
+            0x82, 0x6a, 0x26, 0xa4, 0x18, 0x54, 0x32, 0x25, 0xa2, 0x5b, 0x02, 0x00, 0x00, 0x00, 0xff, 0xff,
+        ];
+        let mut r = HeaderReader::default();
+        let sorted = |mut pairs: Vec<(String, String)>| {
+            pairs.sort();
+            pairs
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            sorted(r.read(first).unwrap()),
+            ["port=8080", "requestid=0", "streamtype=error"]
+        );
+        assert_eq!(
+            sorted(r.read(second).unwrap()),
+            ["port=8080", "requestid=0", "streamtype=data"]
+        );
+    }
+
     #[test]
     fn frames_are_cut_from_a_byte_stream() {
         let mut buf = control(TYPE_PING, 0, &7u32.to_be_bytes());
