@@ -41,6 +41,9 @@ pub const MIN_EXPIRATION_SECONDS: i64 = 600;
 /// The longest (kube-apiserver's `MaxTokenAgeSec`, 2^32 seconds).
 pub const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
 
+/// How long after an object's deletion time tokens naming it stay valid (kube-apiserver's 60 s).
+const DELETION_GRACE_SECONDS: i64 = 60;
+
 /// Why the signing key could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -438,13 +441,19 @@ impl ServiceAccountTokens {
         })
     }
 
-    /// Whether `namespace/reference.name` of `resource` exists, is not being deleted, and has the uid.
+    /// Whether `namespace/reference.name` of `resource` exists with the uid and is not long gone: as
+    /// kube-apiserver, an object being deleted keeps its tokens valid until a minute after its deletion
+    /// time, so a terminating pod can still talk to the API during its grace period.
     fn still_there(&self, resource: &str, namespace: &str, reference: &ObjectRef) -> bool {
+        let cutoff = chrono::Utc::now() - chrono::Duration::seconds(DELETION_GRACE_SECONDS);
         self.caches
             .resource(resource)
             .and_then(|c| c.get(&object_key(Some(namespace), &reference.name)))
             .is_some_and(|o| {
-                uid_of(&o.value) == reference.uid && o.value["metadata"]["deletionTimestamp"].is_null()
+                let deleted_at = o.value["metadata"]["deletionTimestamp"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+                uid_of(&o.value) == reference.uid && deleted_at.is_none_or(|t| t > cutoff)
             })
     }
 }
