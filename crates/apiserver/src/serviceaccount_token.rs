@@ -38,6 +38,10 @@ pub const KEY_FILE: &str = "service-account.key";
 pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
 /// The shortest lifetime a TokenRequest may ask for (kube-apiserver's `MinTokenAgeSec`).
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
+/// The lifetime the kubelet asks for projected tokens; such tokens are extended (see [`token_request`]).
+pub const WARN_ONLY_EXPIRATION_SECONDS: i64 = 3607;
+/// What an extended token really lasts: a year.
+pub const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 60 * 60;
 /// The longest (kube-apiserver's `MaxTokenAgeSec`, 2^32 seconds).
 pub const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
 
@@ -73,6 +77,9 @@ pub struct KubernetesClaims {
     pub secret: Option<ObjectRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<ObjectRef>,
+    /// For extended kubelet tokens: when the kubelet should have replaced the token (a Unix time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnafter: Option<i64>,
 }
 
 /// A service-account token's claims, with kube-apiserver's names.
@@ -300,6 +307,7 @@ pub(crate) async fn token_request(
         pod: None,
         secret: None,
         node: None,
+        warnafter: None,
     };
     let bound = spec["boundObjectRef"].clone();
     if bound.is_object() {
@@ -308,7 +316,20 @@ pub(crate) async fn token_request(
 
     let now = chrono::Utc::now();
     let iat = now.timestamp();
-    let exp = iat + expiration;
+    let expires = chrono::DateTime::from_timestamp(iat + expiration, 0).unwrap_or(now);
+    // kube-apiserver's `--service-account-extend-token-expiration` (on by default): the kubelet's projected
+    // volumes ask for 3607 s; such a token for the API server really lasts a year, with `warnafter` set to
+    // when it should have been refreshed, so clients that never re-read the file keep working. The reply
+    // still says 3607 s, so the kubelet refreshes on time.
+    let extended = claims.pod.is_some()
+        && expiration == WARN_ONLY_EXPIRATION_SECONDS
+        && audiences.iter().all(|a| issuer.api_audiences().contains(a));
+    let exp = if extended {
+        claims.warnafter = Some(iat + expiration);
+        iat + EXTENDED_EXPIRATION_SECONDS
+    } else {
+        iat + expiration
+    };
     let token = issuer
         .sign(&Claims {
             iss: ISSUER.to_string(),
@@ -321,7 +342,6 @@ pub(crate) async fn token_request(
             kubernetes: claims,
         })
         .map_err(|e| ApiError::Internal(format!("signing the token: {e}")))?;
-    let expires = chrono::DateTime::from_timestamp(exp, 0).unwrap_or(now);
     request["apiVersion"] = json!("authentication.k8s.io/v1");
     request["kind"] = json!("TokenRequest");
     request["metadata"] = json!({
@@ -505,6 +525,7 @@ mod tests {
                 pod: None,
                 secret: None,
                 node: None,
+                warnafter: None,
             },
         }
     }

@@ -235,6 +235,30 @@ fn tokens_are_checked_for_signature_expiry_and_bound_pod() {
     let whoami = server.kubectl_with_token(&bound, &["auth", "whoami"]);
     assert!(whoami.status.success(), "{}", stderr(&whoami));
 
+    // The kubelet's projected-volume request (3607 s, bound to the pod) gets kube-apiserver's extended
+    // token: valid for a year, with `warnafter` at the requested lifetime.
+    let kubelet = server
+        .ok(&[
+            "create",
+            "token",
+            "builder",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "web",
+            "--duration",
+            "3607s",
+        ])
+        .trim()
+        .to_string();
+    let extended = payload(&kubelet);
+    let iat = extended["iat"].as_i64().unwrap();
+    assert_eq!(extended["exp"].as_i64().unwrap() - iat, 365 * 24 * 3600);
+    assert_eq!(
+        extended["kubernetes.io"]["warnafter"].as_i64().unwrap() - iat,
+        3607
+    );
+
     // Another account may not mint tokens bound to this pod.
     server.ok(&["create", "serviceaccount", "other"]);
     let wrong = server.kubectl(&[
