@@ -389,6 +389,124 @@ pub(crate) fn default_tolerations(state: &ApiState, kind: &Kind, obj: &mut Value
     }
 }
 
+/// Where kube-apiserver's ServiceAccount admission mounts the API credentials in every container.
+pub(crate) const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Kubernetes' ServiceAccount admission for a new pod: the account must exist (see below), and unless
+/// `automountServiceAccountToken: false` (on the pod, else on the account) the pod gets the projected
+/// `kube-api-access-<random>` volume (bound token, cluster CA, namespace) mounted read-only at
+/// [`SERVICE_ACCOUNT_MOUNT_PATH`] in every container and init container that mounts nothing there.
+///
+/// kube-apiserver refuses a pod whose account is missing. The `default` account, though, is created by the
+/// serviceaccount controller moments after its namespace, and scripts (and our tests) create pods right
+/// after `kubectl create namespace`; kube-apiserver users see that race as a refusal they retry. We accept a
+/// pod for a missing `default` account instead (with the automount default) and refuse only a missing
+/// account the pod names itself, as kube-apiserver does.
+pub(crate) async fn service_account(state: &ApiState, kind: &Kind, obj: &mut Value) -> Result<(), ApiError> {
+    if !kind.group.is_empty() || kind.kind != "Pod" {
+        return Ok(());
+    }
+    // Mirror pods (static pods of a kubelet) are never given an account's credentials.
+    if obj["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string() {
+        return Ok(());
+    }
+    let namespace = obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let account = obj["spec"]["serviceAccountName"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    let accounts = state
+        .registry
+        .get("", "v1", "serviceaccounts")
+        .expect("serviceaccounts are always served");
+    let key = crate::rest::object_key(Some(&namespace), &account);
+    let found = crate::rest::read(state, accounts, &key).await?;
+    if found.is_none() && account != "default" {
+        return Err(ApiError::Forbidden {
+            resource: kind.group_resource(),
+            name: obj["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+            message: format!(
+                "error looking up service account {namespace}/{account}: serviceaccount \"{account}\" not found"
+            ),
+        });
+    }
+    let account_automount = found
+        .as_ref()
+        .and_then(|sa| sa.value["automountServiceAccountToken"].as_bool());
+    mount_service_account_token(
+        obj,
+        account_automount,
+        &crate::rest::generate_name("kube-api-access-"),
+    );
+    Ok(())
+}
+
+/// The pure part of [`service_account`]: adds the token volume and its mounts (`volume_name` is used unless
+/// the pod already has a `kube-api-access-*` volume).
+fn mount_service_account_token(pod: &mut Value, account_automount: Option<bool>, volume_name: &str) {
+    let automount = pod["spec"]["automountServiceAccountToken"]
+        .as_bool()
+        .or(account_automount)
+        .unwrap_or(true);
+    if !automount {
+        return;
+    }
+    let spec = &mut pod["spec"];
+    let existing = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .find(|n| n.starts_with("kube-api-access-"))
+        .map(String::from);
+    let name = existing.clone().unwrap_or_else(|| volume_name.to_string());
+    let mut needed = false;
+    for key in ["initContainers", "containers"] {
+        for c in spec[key].as_array_mut().into_iter().flatten() {
+            let mounted = c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["mountPath"] == SERVICE_ACCOUNT_MOUNT_PATH);
+            if mounted {
+                continue;
+            }
+            if !c["volumeMounts"].is_array() {
+                c["volumeMounts"] = json!([]);
+            }
+            if let Some(mounts) = c["volumeMounts"].as_array_mut() {
+                mounts.push(json!({"name": name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH}));
+            }
+            needed = true;
+        }
+    }
+    if existing.is_some() || !needed {
+        return;
+    }
+    if !spec["volumes"].is_array() {
+        spec["volumes"] = json!([]);
+    }
+    if let Some(volumes) = spec["volumes"].as_array_mut() {
+        volumes.push(json!({
+            "name": name,
+            "projected": {
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [
+                        {"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+                    ]}}
+                ],
+                "defaultMode": 420
+            }
+        }));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,5 +563,101 @@ mod tests {
             s1["spec"]["ports"][0]["nodePort"]
         );
         assert!(again.ips.is_empty() && again.ports.is_empty());
+    }
+
+    fn pod(extra: Value) -> Value {
+        let mut p = json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {
+            "initContainers": [{"name": "init", "image": "busybox"}],
+            "containers": [
+                {"name": "app", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "own", "image": "busybox", "volumeMounts": [
+                    {"name": "mine", "mountPath": SERVICE_ACCOUNT_MOUNT_PATH}]}],
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "mine", "emptyDir": {}}]}});
+        if let (Some(spec), Some(extra)) = (p["spec"].as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        p
+    }
+
+    fn mounts(pod: &Value, key: &str, i: usize) -> Vec<(String, String)> {
+        pod["spec"][key][i]["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_string(),
+                    m["mountPath"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pods_get_the_api_access_volume_in_containers_without_their_own_mount() {
+        let mut p = pod(json!({}));
+        mount_service_account_token(&mut p, None, "kube-api-access-b7x2q");
+        let volume = &p["spec"]["volumes"][2];
+        assert_eq!(volume["name"], "kube-api-access-b7x2q");
+        assert_eq!(volume["projected"]["defaultMode"], 420);
+        let sources = &volume["projected"]["sources"];
+        assert_eq!(
+            sources[0]["serviceAccountToken"],
+            json!({"expirationSeconds": 3607, "path": "token"})
+        );
+        assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
+        assert_eq!(
+            sources[1]["configMap"]["items"],
+            json!([{"key": "ca.crt", "path": "ca.crt"}])
+        );
+        assert_eq!(
+            sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"],
+            "metadata.namespace"
+        );
+        let sa = (
+            "kube-api-access-b7x2q".to_string(),
+            SERVICE_ACCOUNT_MOUNT_PATH.to_string(),
+        );
+        assert_eq!(mounts(&p, "initContainers", 0), [sa.clone()]);
+        assert_eq!(
+            mounts(&p, "containers", 0),
+            [("data".into(), "/data".into()), sa.clone()]
+        );
+        assert_eq!(p["spec"]["containers"][0]["volumeMounts"][1]["readOnly"], true);
+        assert_eq!(
+            mounts(&p, "containers", 1),
+            [("mine".to_string(), SERVICE_ACCOUNT_MOUNT_PATH.to_string())],
+            "a container with its own mount there keeps it"
+        );
+    }
+
+    #[test]
+    fn automount_false_on_the_pod_or_the_account_adds_nothing() {
+        let original = pod(json!({"automountServiceAccountToken": false}));
+        let mut p = original.clone();
+        mount_service_account_token(&mut p, Some(true), "kube-api-access-b7x2q");
+        assert_eq!(p, original, "the pod's false wins over the account's true");
+
+        let original = pod(json!({}));
+        let mut p = original.clone();
+        mount_service_account_token(&mut p, Some(false), "kube-api-access-b7x2q");
+        assert_eq!(p, original);
+
+        let mut p = pod(json!({"automountServiceAccountToken": true}));
+        mount_service_account_token(&mut p, Some(false), "kube-api-access-b7x2q");
+        assert_eq!(
+            p["spec"]["volumes"].as_array().unwrap().len(),
+            3,
+            "the pod's true wins"
+        );
+    }
+
+    #[test]
+    fn an_existing_api_access_volume_is_reused_and_not_duplicated() {
+        let mut p = pod(json!({}));
+        mount_service_account_token(&mut p, None, "kube-api-access-first");
+        let once = p.clone();
+        mount_service_account_token(&mut p, None, "kube-api-access-other");
+        assert_eq!(p, once);
     }
 }

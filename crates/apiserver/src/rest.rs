@@ -463,7 +463,7 @@ pub(crate) fn decode_object(
 
 const GENERATED_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-fn generate_name(base: &str) -> String {
+pub(crate) fn generate_name(base: &str) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     let base: String = base.chars().take(58).collect();
@@ -722,6 +722,7 @@ pub(crate) async fn create_object(
     strategy::prepare_for_create(&kind.strategy, kind.group, kind.kind, &mut obj);
     defaults::apply(kind.group, kind.kind, &mut obj);
     admission::default_tolerations(state, kind, &mut obj);
+    admission::service_account(state, kind, &mut obj).await?;
     admission::validate(kind, &obj, None)?;
     let key = object_key(namespace.filter(|_| kind.namespaced), &name);
     let allocation = admission::allocate(state, kind, &mut obj, None)?;
