@@ -1,7 +1,10 @@
 //! The node's share of Services, started next to the pods: the nftables service proxy
 //! ([`rkube_proxy::run`]), cluster DNS on the node IP ([`rkube_dns::run`]) published as this node's endpoint
 //! of the `kube-dns` Service, and host-gw routes to the other nodes' pod CIDRs
-//! ([`rkube_network::hostgw::run`]). Each runs until `stop`; a failure is logged and does not stop the pods.
+//! ([`rkube_network::hostgw::run`]), and announcement (proxy ARP) of the LoadBalancer pool addresses this node
+//! is elected for ([`rkube_network::announce::run`] with the servicelb controller's
+//! [`announcer_for`](rkube_controllers::servicelb::announcer_for), so agent and controller agree; node addresses
+//! are never announced). Each runs until `stop`; a failure is logged and does not stop the pods.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -41,6 +44,26 @@ pub(crate) fn start(
     tasks.spawn(async move {
         if let Err(e) = rkube_proxy::run(proxy_client, proxy, proxy_stop).await {
             tracing::error!(error = %e, "service proxy stopped");
+        }
+    });
+
+    let announce_client = client.clone();
+    let announce_node = config.node_name.clone();
+    let announce_stop = stop.clone();
+    tasks.spawn(async move {
+        // The uplink is whichever interface carries the node IP: that is where clients on the underlay ask.
+        match rkube_network::Announcer::for_node_ip(node_ip).await {
+            Ok(announcer) => {
+                rkube_network::announce::run(
+                    announce_client,
+                    announce_node,
+                    announcer,
+                    rkube_controllers::servicelb::announcer_for,
+                    announce_stop,
+                )
+                .await
+            }
+            Err(e) => tracing::error!(error = %e, "LoadBalancer IPs will not be announced from this node"),
         }
     });
 
