@@ -6,7 +6,7 @@
 //! `/var/lib/kubelet/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>`, so deleting the pod's directory
 //! (after unmounting the `medium: Memory` tmpfs) releases its disk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
@@ -34,6 +34,9 @@ pub enum VolumeError {
     /// A container mounts a volume the pod does not declare.
     #[error("volume {0} is not defined in the pod")]
     UnknownVolume(String),
+    /// The pod's service account token could not be requested (the account is missing, the API refused).
+    #[error("failed to fetch token: {0}")]
+    Token(String),
     /// The volume type is not supported by this node.
     #[error("volume {0}: unsupported volume type")]
     Unsupported(String),
@@ -151,8 +154,9 @@ fn safe_relative(p: &str) -> Result<PathBuf, VolumeError> {
 pub struct FileSources<'a> {
     pub config_maps: &'a BTreeMap<String, ConfigMap>,
     pub secrets: &'a BTreeMap<String, Secret>,
-    /// A service account token for `serviceAccountToken` projections; without one those are skipped.
-    pub token: Option<&'a str>,
+    /// The tokens the pod's `serviceAccountToken` projections ask for ([`token_specs`]); a projection
+    /// without its token fails the volume (the pod waits, as the kubelet's `failed to fetch token`).
+    pub tokens: &'a BTreeMap<TokenSpec, String>,
     pub host_ip: &'a str,
     pub pod_ips: &'a [String],
 }
@@ -303,7 +307,11 @@ pub fn files(pod: &Pod, v: &Volume, src: &FileSources<'_>) -> Result<Vec<VolumeF
             if let Some(d) = &source.downward_api {
                 downward_files(pod, d.items.as_deref().unwrap_or_default(), mode, src, &mut out)?;
             }
-            if let (Some(t), Some(token)) = (&source.service_account_token, src.token) {
+            if let Some(t) = &source.service_account_token {
+                let token = src
+                    .tokens
+                    .get(&TokenSpec::of(t))
+                    .ok_or_else(|| VolumeError::Token("no token for the pod's service account".into()))?;
                 out.push(VolumeFile {
                     path: safe_relative(&t.path)?,
                     content: token.as_bytes().to_vec(),
@@ -313,6 +321,45 @@ pub fn files(pod: &Pod, v: &Volume, src: &FileSources<'_>) -> Result<Vec<VolumeF
         }
     }
     Ok(out)
+}
+
+/// What one `serviceAccountToken` projection asks for: an audience (None: the API server's own) and a
+/// lifetime. Projections asking for the same share one token.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenSpec {
+    pub audience: Option<String>,
+    pub expiration_seconds: i64,
+}
+
+impl TokenSpec {
+    fn of(p: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection) -> TokenSpec {
+        TokenSpec {
+            audience: p.audience.clone().filter(|a| !a.is_empty()),
+            // The API's default for a projection without a lifetime.
+            expiration_seconds: p.expiration_seconds.unwrap_or(3600),
+        }
+    }
+}
+
+/// The distinct tokens `pod`'s projected volumes need.
+pub fn token_specs(pod: &Pod) -> BTreeSet<TokenSpec> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .flat_map(|v| v.projected.iter().flat_map(|p| p.sources.iter().flatten()))
+        .filter_map(|s| s.service_account_token.as_ref().map(TokenSpec::of))
+        .collect()
+}
+
+/// The longest the kubelet keeps a token before asking for a new one, whatever its lifetime.
+const MAX_TOKEN_AGE_SECONDS: i64 = 24 * 3600;
+
+/// Whether a token that expires at `expires` (Unix seconds) after a lifetime of `lifetime` seconds must be
+/// requested again at `now`: once 80 % of its lifetime has passed, or after 24 h (the kubelet's token
+/// manager rule; the API server may hand out a longer token than asked, so the lifetime is the requested one).
+pub fn token_needs_refresh(expires: i64, lifetime: i64, now: i64) -> bool {
+    let issued = expires - lifetime;
+    now >= issued + MAX_TOKEN_AGE_SECONDS || now >= expires - lifetime / 5
 }
 
 /// The bind mounts of `container`: its volumeMounts (with `subPath`), in spec order.
@@ -438,10 +485,15 @@ fn sync_dir(src: &Path, dst: &Path) -> Result<(), VolumeError> {
             sync_dir(&from, &to)?;
         } else {
             let content = std::fs::read(&from).map_err(io(&from))?;
-            if std::fs::read(&to).ok().as_deref() != Some(content.as_slice()) {
-                std::fs::write(&to, content).map_err(io(&to))?;
-            }
             let perms = std::fs::metadata(&from).map_err(io(&from))?.permissions();
+            if std::fs::read(&to).ok().as_deref() != Some(content.as_slice()) {
+                // Renamed into place, so a reader (a client re-reading its token) sees the old file or the
+                // new one, never a half-written one. A leftover temp file is removed on the next sync.
+                let tmp = dst.join(format!("..{}.tmp", entry.file_name().to_string_lossy()));
+                std::fs::write(&tmp, content).map_err(io(&tmp))?;
+                std::fs::set_permissions(&tmp, perms.clone()).map_err(io(&tmp))?;
+                std::fs::rename(&tmp, &to).map_err(io(&to))?;
+            }
             std::fs::set_permissions(&to, perms).map_err(io(&to))?;
         }
     }
@@ -554,10 +606,19 @@ mod tests {
             ),
         ]);
         let secrets = BTreeMap::new();
+        let specs = token_specs(&p);
+        assert_eq!(
+            specs.iter().collect::<Vec<_>>(),
+            [&TokenSpec {
+                audience: None,
+                expiration_seconds: 3607
+            }]
+        );
+        let tokens: BTreeMap<TokenSpec, String> = specs.into_iter().map(|s| (s, "tok".to_string())).collect();
         let src = FileSources {
             config_maps: &cms,
             secrets: &secrets,
-            token: Some("tok"),
+            tokens: &tokens,
             host_ip: "192.168.1.2",
             pod_ips: &[],
         };
@@ -574,11 +635,13 @@ mod tests {
         let sa = files(&p, &volumes[4], &src).unwrap();
         let names: Vec<_> = sa.iter().map(|f| f.path.to_str().unwrap()).collect();
         assert_eq!(names, ["token", "ca.crt", "namespace"]);
-        let no_token = FileSources { token: None, ..src };
-        assert_eq!(
-            files(&p, &volumes[4], &no_token).unwrap().len(),
-            2,
-            "no token: skipped, not failed"
+        assert_eq!(sa[0].content, b"tok");
+        assert_eq!(sa[2].content, b"shop");
+        let none = BTreeMap::new();
+        let no_token = FileSources { tokens: &none, ..src };
+        assert!(
+            matches!(files(&p, &volumes[4], &no_token), Err(VolumeError::Token(_))),
+            "no token: the volume waits for one"
         );
         let empty = BTreeMap::new();
         let missing = FileSources {
@@ -588,6 +651,18 @@ mod tests {
         assert!(
             matches!(files(&p, &volumes[1], &missing), Err(VolumeError::ConfigMapNotFound(n)) if n == "app")
         );
+    }
+
+    #[test]
+    fn tokens_are_refreshed_at_80_percent_of_their_lifetime_or_after_a_day() {
+        let issued = 1_000_000;
+        let hour = 3600;
+        assert!(!token_needs_refresh(issued + hour, hour, issued));
+        assert!(!token_needs_refresh(issued + hour, hour, issued + 47 * 60));
+        assert!(token_needs_refresh(issued + hour, hour, issued + 48 * 60));
+        let week = 7 * 24 * hour;
+        assert!(!token_needs_refresh(issued + week, week, issued + 23 * hour));
+        assert!(token_needs_refresh(issued + week, week, issued + 24 * hour));
     }
 
     #[test]

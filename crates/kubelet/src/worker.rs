@@ -33,7 +33,7 @@ use crate::env::{self, EnvSources};
 use crate::pods::{Ctx, PodContainers};
 use crate::probe::{self, ProbeKind, ProbeTracker};
 use crate::status::{self, ContainerView, Current, PodView, Termination};
-use crate::volumes::{self, FileSources, PlannedVolume};
+use crate::volumes::{self, FileSources, PlannedVolume, TokenSpec};
 use crate::{ContainerRef, resources};
 
 /// Container labels: who a container belongs to, so a restarted agent can adopt it.
@@ -157,6 +157,9 @@ pub(crate) struct Worker {
     prepared: bool,
     /// When the files volumes were last written.
     volumes_written: Instant,
+    /// Service account tokens of the pod's projected volumes: (token, expiry in Unix seconds), reused until
+    /// [`volumes::token_needs_refresh`].
+    tokens: BTreeMap<TokenSpec, (String, i64)>,
     slots: BTreeMap<String, Slot>,
     crash_backoff: Backoff<String>,
     pull_backoff: Backoff<String>,
@@ -335,6 +338,7 @@ impl Worker {
             volumes: Vec::new(),
             prepared: false,
             volumes_written: Instant::now(),
+            tokens: BTreeMap::new(),
             slots: BTreeMap::new(),
             crash_backoff: Backoff::default(),
             pull_backoff: Backoff::default(),
@@ -721,54 +725,61 @@ impl Worker {
         (out_cms, out_secrets)
     }
 
-    /// A token for the pod's service account (TokenRequest bound to the pod), if the API offers one.
-    async fn service_account_token(&self) -> Option<String> {
+    /// Requests the tokens the pod's `serviceAccountToken` projections need that are missing or due for
+    /// refresh (a TokenRequest bound to the pod, as the kubelet's token manager). A failed request keeps the
+    /// old token while it lasts; one never obtained fails the volume, so the pod waits and retries.
+    async fn refresh_tokens(&mut self) {
         use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
         use k8s_openapi::api::core::v1::ServiceAccount;
-        let wants = self
-            .pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .any(|v| {
-                v.projected
-                    .iter()
-                    .flat_map(|p| p.sources.iter().flatten())
-                    .any(|s| s.service_account_token.is_some())
-            });
-        if !wants {
-            return None;
-        }
+        let wanted = volumes::token_specs(&self.pod);
+        self.tokens.retain(|spec, _| wanted.contains(spec));
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let sa = self
             .pod
             .spec
             .as_ref()
             .and_then(|s| s.service_account_name.clone())
+            .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".into());
         let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &self.state.namespace);
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![],
-                expiration_seconds: Some(3607),
-                bound_object_ref: Some(BoundObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: Some(self.state.name.clone()),
-                    uid: Some(self.uid.clone()),
-                }),
-            },
-            ..Default::default()
-        };
-        match api
-            .create_subresource::<_, TokenRequest>("token", &sa, &PostParams::default(), &request)
-            .await
-        {
-            Ok(t) => t.status.map(|s| s.token),
-            Err(e) => {
-                tracing::debug!(pod = %self.state.name, error = %e, "no service account token; skipping it");
-                None
+        for spec in wanted {
+            let due = self.tokens.get(&spec).is_none_or(|(_, expires)| {
+                volumes::token_needs_refresh(*expires, spec.expiration_seconds, now)
+            });
+            if !due {
+                continue;
+            }
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: spec.audience.iter().cloned().collect(),
+                    expiration_seconds: Some(spec.expiration_seconds),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: Some(self.state.name.clone()),
+                        uid: Some(self.uid.clone()),
+                    }),
+                },
+                ..Default::default()
+            };
+            match api
+                .create_subresource::<_, TokenRequest>("token", &sa, &PostParams::default(), &request)
+                .await
+            {
+                Ok(TokenRequest {
+                    status: Some(status), ..
+                }) => {
+                    let expires = status.expiration_timestamp.0.as_second();
+                    self.tokens.insert(spec, (status.token, expires));
+                }
+                Ok(_) => tracing::debug!(pod = %self.state.name, "TokenRequest answered without a token"),
+                Err(e) => {
+                    tracing::debug!(pod = %self.state.name, account = %sa, error = %e, "TokenRequest failed")
+                }
             }
         }
+        // A token past its expiry is worse than none: the volume waits for a fresh one.
+        self.tokens.retain(|_, (_, expires)| *expires > now);
     }
 
     /// Volumes and the `/etc` files (once per pod; files volumes are refreshed on every container start).
@@ -820,9 +831,14 @@ impl Worker {
         }
     }
 
-    async fn write_volumes(&self) -> Result<(), String> {
+    async fn write_volumes(&mut self) -> Result<(), String> {
         let (cms, secrets) = self.fetch_references().await;
-        let token = self.service_account_token().await;
+        self.refresh_tokens().await;
+        let tokens: BTreeMap<TokenSpec, String> = self
+            .tokens
+            .iter()
+            .map(|(spec, (token, _))| (spec.clone(), token.clone()))
+            .collect();
         let spec_volumes = self
             .pod
             .spec
@@ -832,7 +848,7 @@ impl Worker {
         let src = FileSources {
             config_maps: &cms,
             secrets: &secrets,
-            token: token.as_deref(),
+            tokens: &tokens,
             host_ip: &self.ctx.node_ip.to_string(),
             pod_ips: &self.state.pod_ips,
         };
