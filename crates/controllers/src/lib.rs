@@ -25,6 +25,7 @@ pub mod nodelifecycle;
 pub mod pod;
 pub mod podgc;
 pub mod replicaset;
+pub mod rootcacert;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod workqueue;
@@ -73,6 +74,7 @@ pub const CONTROLLERS: &[(&str, StartController)] = &[
     ("podgc", podgc::start),
     ("daemonset", daemonset::start),
     ("servicelb", servicelb::start),
+    ("root-ca-cert-publisher", rootcacert::start),
 ];
 
 /// What every controller gets: the client, the shared informers and an event recorder.
