@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::sync::{endpoint_ports, pod_ipv4, selects, target_ref};
+use super::sync::{endpoint_ports, pod_hostname, pod_ipv4, selects, target_ref};
 use crate::pod;
 
 /// Label marking Endpoints objects this controller writes (only those are deleted with their Service).
@@ -21,10 +21,11 @@ pub fn is_managed(ep: &Endpoints) -> bool {
     labels.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY)
 }
 
-fn address(pod: &Pod) -> Option<EndpointAddress> {
+fn address(svc: &Service, pod: &Pod) -> Option<EndpointAddress> {
     let node = pod::node_name(pod);
     Some(EndpointAddress {
         ip: pod_ipv4(pod)?.to_string(),
+        hostname: pod_hostname(svc, pod),
         node_name: (!node.is_empty()).then(|| node.to_string()),
         target_ref: Some(target_ref(pod)),
         ..Default::default()
@@ -52,7 +53,7 @@ pub fn desired_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
         if pod.metadata.deletion_timestamp.is_some() && !publish_not_ready {
             continue;
         }
-        let Some(addr) = address(pod) else { continue };
+        let Some(addr) = address(svc, pod) else { continue };
         let ports: Vec<EndpointPort> = endpoint_ports(svc, pod)
             .into_iter()
             .map(|p| EndpointPort {

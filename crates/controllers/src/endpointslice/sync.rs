@@ -135,6 +135,17 @@ pub fn target_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
+/// The DNS hostname a pod has under the Service (`<hostname>.<service>.<ns>.svc`): its `spec.hostname` when
+/// its `spec.subdomain` names this Service in its namespace (Kubernetes' `ShouldSetHostname`), as for the
+/// pods of a StatefulSet behind its headless Service.
+pub fn pod_hostname(svc: &Service, pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let hostname = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
+    let same_namespace = svc.metadata.namespace == pod.metadata.namespace;
+    (same_namespace && spec.subdomain.is_some() && spec.subdomain == svc.metadata.name)
+        .then(|| hostname.to_string())
+}
+
 /// The pod as a slice endpoint: `ready` means ready and not terminating (always true with
 /// `publishNotReadyAddresses`), `serving` is the pod's readiness even while terminating.
 pub fn endpoint(svc: &Service, pod: &Pod) -> Option<Endpoint> {
@@ -152,6 +163,7 @@ pub fn endpoint(svc: &Service, pod: &Pod) -> Option<Endpoint> {
         }),
         node_name: (!node.is_empty()).then(|| node.to_string()),
         target_ref: Some(target_ref(pod)),
+        hostname: pod_hostname(svc, pod),
         ..Default::default()
     })
 }
@@ -415,6 +427,28 @@ mod tests {
                 terminating: Some(false)
             })
         );
+    }
+
+    #[test]
+    fn pods_whose_subdomain_is_the_service_publish_their_hostname() {
+        let svc = service("web", &[("app", "web")], IntOrString::Int(8080));
+        let mut named = web_pod("a", "10.42.0.2", 8080, true);
+        let spec = named.spec.as_mut().unwrap();
+        spec.hostname = Some("web-0".into());
+        spec.subdomain = Some("web".into());
+        let mut elsewhere = web_pod("b", "10.42.0.3", 8080, true);
+        let spec = elsewhere.spec.as_mut().unwrap();
+        spec.hostname = Some("web-1".into());
+        spec.subdomain = Some("other".into());
+        let mut only_hostname = web_pod("c", "10.42.0.4", 8080, true);
+        only_hostname.spec.as_mut().unwrap().hostname = Some("web-2".into());
+        let plan = plan(&svc, &[&named, &elsewhere, &only_hostname], &[]);
+        let hostnames: Vec<_> = plan.create[0]
+            .endpoints
+            .iter()
+            .map(|e| e.hostname.as_deref())
+            .collect();
+        assert_eq!(hostnames, [Some("web-0"), None, None]);
     }
 
     #[test]
