@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::{Mutex, RwLock};
@@ -27,8 +27,11 @@ use crate::node::NodeAgent;
 use crate::worker::{Flow, LABEL_POD_UID, Worker};
 use crate::{AgentConfig, ContainerRef, LookupError, NodeContainers};
 
-/// How long a namespace's Service list is reused for the link variables of starting containers.
-const SERVICES_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a namespace's Service list (for the link variables of starting containers) and the ConfigMaps
+/// and Secrets pods refer to are reused.
+const BURST_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Entries a [`BurstCache`] keeps before it drops stale ones.
+const BURST_CACHE_PRUNE_ABOVE: usize = 256;
 /// How often image GC checks the disk.
 const IMAGE_GC_PERIOD: Duration = Duration::from_secs(300);
 
@@ -63,7 +66,56 @@ pub(crate) struct Ctx {
     pub host_resolv_conf: String,
     registry: RwLock<HashMap<(String, String), PodContainers>>,
     /// Service lists by namespace for a moment, so a burst of pod starts costs one list per namespace.
-    services_cache: Mutex<HashMap<String, (std::time::Instant, Vec<Service>)>>,
+    services_cache: BurstCache<Vec<Service>>,
+    /// ConfigMaps and Secrets by `namespace/name`, the same way (every pod of a namespace mounts
+    /// `kube-root-ca.crt`).
+    config_maps: BurstCache<Option<ConfigMap>>,
+    secrets: BurstCache<Option<Secret>>,
+}
+
+/// Objects fetched for starting containers, reused for [`BURST_CACHE_TTL`] so that a burst of pod starts
+/// costs one request per object rather than one per pod; concurrent misses of a key wait for the one request
+/// in flight instead of all asking (as the kubelet's TTL cache of ConfigMaps and Secrets).
+pub(crate) struct BurstCache<T> {
+    entries: Mutex<HashMap<String, Arc<BurstSlot<T>>>>,
+}
+
+/// One key of a [`BurstCache`]: the value and when it was fetched; locked while a fetch is in flight.
+type BurstSlot<T> = tokio::sync::Mutex<Option<(std::time::Instant, T)>>;
+
+impl<T> Default for BurstCache<T> {
+    fn default() -> Self {
+        BurstCache {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<T: Clone> BurstCache<T> {
+    /// The cached value of `key` while fresh, else what `fetch` gives (then cached).
+    pub async fn get<F: Future<Output = T>>(&self, key: &str, fetch: impl FnOnce() -> F) -> T {
+        let slot = {
+            let mut entries = self.entries.lock();
+            if entries.len() > BURST_CACHE_PRUNE_ABOVE {
+                // Forget stale keys nobody is fetching, so the map does not grow with every object seen.
+                entries.retain(|_, slot| {
+                    slot.try_lock()
+                        .map(|v| v.as_ref().is_some_and(|(at, _)| at.elapsed() < BURST_CACHE_TTL))
+                        .unwrap_or(true)
+                });
+            }
+            entries.entry(key.to_string()).or_default().clone()
+        };
+        let mut cached = slot.lock().await;
+        if let Some((at, value)) = cached.as_ref()
+            && at.elapsed() < BURST_CACHE_TTL
+        {
+            return value.clone();
+        }
+        let value = fetch().await;
+        *cached = Some((std::time::Instant::now(), value.clone()));
+        value
+    }
 }
 
 impl Ctx {
@@ -109,16 +161,23 @@ impl Ctx {
 
     /// The Services whose link variables a pod of `namespace` gets: the namespace's and `default/kubernetes`.
     pub async fn services(&self, namespace: &str) -> Vec<Service> {
-        if let Some((at, list)) = self.services_cache.lock().get(namespace)
-            && at.elapsed() < SERVICES_CACHE_TTL
-        {
-            return list.clone();
-        }
-        let list = self.list_services(namespace).await;
         self.services_cache
-            .lock()
-            .insert(namespace.to_string(), (std::time::Instant::now(), list.clone()));
-        list
+            .get(namespace, || self.list_services(namespace))
+            .await
+    }
+
+    /// The ConfigMap `namespace/name`, if it exists (a failed request counts as missing).
+    pub async fn config_map(&self, namespace: &str, name: &str) -> Option<ConfigMap> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let fetch = || async move { api.get_opt(name).await.ok().flatten() };
+        self.config_maps.get(&format!("{namespace}/{name}"), fetch).await
+    }
+
+    /// The Secret `namespace/name`, if it exists (a failed request counts as missing).
+    pub async fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let fetch = || async move { api.get_opt(name).await.ok().flatten() };
+        self.secrets.get(&format!("{namespace}/{name}"), fetch).await
     }
 
     async fn list_services(&self, namespace: &str) -> Vec<Service> {
@@ -265,7 +324,9 @@ pub(crate) async fn run_agent(config: AgentConfig, stop: watch::Receiver<bool>) 
         cluster_domain: config.cluster_domain.clone(),
         host_resolv_conf: std::fs::read_to_string(&config.host_resolv_conf).unwrap_or_default(),
         registry: RwLock::default(),
-        services_cache: Mutex::default(),
+        services_cache: BurstCache::default(),
+        config_maps: BurstCache::default(),
+        secrets: BurstCache::default(),
     });
 
     if config.node_services {
@@ -557,6 +618,33 @@ mod tests {
             text,
             "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n"
         );
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_misses_fetches_once() {
+        let cache: Arc<BurstCache<usize>> = Arc::default();
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gets = (0..20).map(|_| {
+            let (cache, fetches) = (cache.clone(), fetches.clone());
+            tokio::spawn(async move {
+                cache
+                    .get("ns/a", || async {
+                        // Still in flight while the others ask.
+                        tokio::task::yield_now().await;
+                        fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+                    })
+                    .await
+            })
+        });
+        let values: Vec<usize> = futures::future::join_all(gets)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(values.iter().all(|v| *v == 1), "{values:?}");
+        // Another key is fetched on its own.
+        assert_eq!(cache.get("ns/b", || async { 7 }).await, 7);
     }
 
     #[test]

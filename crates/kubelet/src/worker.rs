@@ -708,17 +708,15 @@ impl Worker {
     async fn fetch_references(&self) -> (BTreeMap<String, ConfigMap>, BTreeMap<String, Secret>) {
         let (cm_names, secret_names) = env::references(&self.pod);
         let ns = &self.state.namespace;
-        let cms: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), ns);
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), ns);
         let mut out_cms = BTreeMap::new();
         let mut out_secrets = BTreeMap::new();
         for name in cm_names {
-            if let Ok(Some(cm)) = cms.get_opt(&name).await {
+            if let Some(cm) = self.ctx.config_map(ns, &name).await {
                 out_cms.insert(name, cm);
             }
         }
         for name in secret_names {
-            if let Ok(Some(s)) = secrets.get_opt(&name).await {
+            if let Some(s) = self.ctx.secret(ns, &name).await {
                 out_secrets.insert(name, s);
             }
         }
