@@ -64,6 +64,8 @@ pub(crate) struct Ctx {
     pub cluster_dns: Vec<IpAddr>,
     pub cluster_domain: String,
     pub host_resolv_conf: String,
+    /// Pods in their first start at the same time ([`start_slots`]).
+    pub start_slots: Arc<tokio::sync::Semaphore>,
     registry: RwLock<HashMap<(String, String), PodContainers>>,
     /// Service lists by namespace for a moment, so a burst of pod starts costs one list per namespace.
     services_cache: BurstCache<Vec<Service>>,
@@ -252,6 +254,12 @@ impl NodeContainers for Ctx {
     }
 }
 
+/// How many pods go through their first start at once: two per core keeps the cores busy while some wait on
+/// the API server or a child process, and lets a burst of pods finish one after another.
+fn start_slots(cpus: u32) -> usize {
+    (2 * cpus as usize).max(2)
+}
+
 /// DER certificates as PEM.
 fn pem(der: &[Vec<u8>]) -> String {
     use base64::Engine;
@@ -317,12 +325,13 @@ pub(crate) async fn run_agent(config: AgentConfig, stop: watch::Receiver<bool>) 
         gc_lock: tokio::sync::RwLock::new(()),
         network: cni.clone(),
         events: EventRecorder::new(client.clone(), "kubelet"),
-        facts,
+        facts: facts.clone(),
         pods_dir,
         pod_log_dir: config.pod_log_dir.clone(),
         cluster_dns: config.cluster_dns.clone(),
         cluster_domain: config.cluster_domain.clone(),
         host_resolv_conf: std::fs::read_to_string(&config.host_resolv_conf).unwrap_or_default(),
+        start_slots: Arc::new(tokio::sync::Semaphore::new(start_slots(facts.cpus))),
         registry: RwLock::default(),
         services_cache: BurstCache::default(),
         config_maps: BurstCache::default(),

@@ -609,6 +609,14 @@ impl Worker {
 
     /// Sets up the sandbox and runs the containers that should run.
     async fn run(&mut self) {
+        // A pod's first start (sandbox, network, volumes, create, start) is CPU work on the node: a burst of
+        // new pods gets through it a few at a time, so each is Running sooner instead of all at the burst's
+        // end. Pods that must pull first do not queue (pulls wait on the network, not on the cores).
+        let _start_slot = if self.first_start() && self.images_present() {
+            self.ctx.start_slots.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
         if let Err((reason, message)) = self.ensure_sandbox().await {
             self.pod_error = Some((reason, message));
             return;
@@ -633,6 +641,28 @@ impl Worker {
             self.run_container(&name).await;
         }
         self.run_probes().await;
+    }
+
+    /// Nothing of the pod was started yet (a new pod, not an adopted or restarting one).
+    fn first_start(&self) -> bool {
+        self.slots.values().all(|s| s.current.is_none())
+    }
+
+    /// Every image the pod's containers need is in the store and may be used without pulling.
+    fn images_present(&self) -> bool {
+        let Some(spec) = self.pod.spec.as_ref() else {
+            return true;
+        };
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .all(|c| {
+                let image = c.image.as_deref().unwrap_or_default();
+                let present = matches!(self.ctx.images.find_image(image), Ok(Some(_)));
+                let policy = c.image_pull_policy.as_deref().and_then(PullPolicy::parse);
+                present && matches!(decide(policy, image, present), PullDecision::UseLocal)
+            })
     }
 
     /// Creates the sandbox and attaches it to the pod network (once).
