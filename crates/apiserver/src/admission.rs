@@ -618,7 +618,7 @@ mod tests {
             "kube-api-access-b7x2q".to_string(),
             SERVICE_ACCOUNT_MOUNT_PATH.to_string(),
         );
-        assert_eq!(mounts(&p, "initContainers", 0), [sa.clone()]);
+        assert_eq!(mounts(&p, "initContainers", 0), std::slice::from_ref(&sa));
         assert_eq!(
             mounts(&p, "containers", 0),
             [("data".into(), "/data".into()), sa.clone()]

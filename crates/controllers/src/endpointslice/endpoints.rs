@@ -28,7 +28,6 @@ fn address(svc: &Service, pod: &Pod) -> Option<EndpointAddress> {
         hostname: pod_hostname(svc, pod),
         node_name: (!node.is_empty()).then(|| node.to_string()),
         target_ref: Some(target_ref(pod)),
-        ..Default::default()
     })
 }
 
