@@ -452,7 +452,7 @@ fn mount_service_account_token(pod: &mut Value, account_automount: Option<bool>,
         .as_bool()
         .or(account_automount)
         .unwrap_or(true);
-    if !automount {
+    if !automount || !pod["spec"].is_object() {
         return;
     }
     let spec = &mut pod["spec"];
@@ -466,7 +466,14 @@ fn mount_service_account_token(pod: &mut Value, account_automount: Option<bool>,
     let name = existing.clone().unwrap_or_else(|| volume_name.to_string());
     let mut needed = false;
     for key in ["initContainers", "containers"] {
-        for c in spec[key].as_array_mut().into_iter().flatten() {
+        // `get_mut`, not `spec[key]`: indexing would store `initContainers: null`, which a later update
+        // without it would count as a spec change.
+        for c in spec
+            .get_mut(key)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             let mounted = c["volumeMounts"]
                 .as_array()
                 .into_iter()
@@ -628,6 +635,17 @@ mod tests {
             mounts(&p, "containers", 1),
             [("mine".to_string(), SERVICE_ACCOUNT_MOUNT_PATH.to_string())],
             "a container with its own mount there keeps it"
+        );
+    }
+
+    #[test]
+    fn absent_container_lists_stay_absent() {
+        let mut p = json!({"spec": {"containers": [{"name": "app", "image": "busybox"}]}});
+        mount_service_account_token(&mut p, None, "kube-api-access-b7x2q");
+        assert!(p["spec"].get("initContainers").is_none(), "{p}");
+        assert_eq!(
+            p["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+            SERVICE_ACCOUNT_MOUNT_PATH
         );
     }
 
