@@ -6,7 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{ApiServer, Dns, Upstream, answers, assert_negative, wait_for};
+use common::{Dns, Upstream, answers, assert_negative, wait_for};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -14,6 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rkube_dns::{DnsConfig, Listeners};
+use rkube_e2e::{Cluster, Datastore};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -176,8 +177,8 @@ async fn start_dns(client: Client, upstream: SocketAddr) -> (SocketAddr, watch::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_every_record_type_from_the_api() {
-    let mut api = ApiServer::start();
-    let client = api.client().await;
+    let cluster = Cluster::start(Datastore::Embedded);
+    let client = cluster.client().await;
     let upstream = Upstream::start().await;
     let web_ip = populate(&client).await;
     let (dns, _stop) = start_dns(client.clone(), upstream.addr).await;
@@ -421,8 +422,8 @@ async fn a_pod_resolver_finds_services_by_short_name_and_the_outside_through_the
     use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig};
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
-    let mut api = ApiServer::start();
-    let client = api.client().await;
+    let cluster = Cluster::start(Datastore::Embedded);
+    let client = cluster.client().await;
     let upstream = Upstream::start().await;
     let web_ip = populate(&client).await;
     let (dns, _stop) = start_dns(client.clone(), upstream.addr).await;
@@ -477,8 +478,8 @@ async fn a_pod_resolver_finds_services_by_short_name_and_the_outside_through_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_endpoint_of_kube_dns_is_published_and_updated() {
-    let mut api = ApiServer::start();
-    let client = api.client().await;
+    let cluster = Cluster::start(Datastore::Embedded);
+    let client = cluster.client().await;
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
 
     rkube_dns::publish_node_endpoint(client.clone(), "node-a", "127.0.0.1".parse().unwrap())

@@ -162,6 +162,18 @@ impl Cluster {
         self.data_dir().join("kubeconfig.yaml")
     }
 
+    /// A kube-rs client with the admin kubeconfig. No waiting: the server answered `/readyz` (after
+    /// creating the default namespaces) before [`Cluster::start`] returned.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("reading the kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("a client config from the kubeconfig");
+        kube::Client::try_from(config).expect("a kube client")
+    }
+
     /// The API server URL (`https://127.0.0.1:PORT`).
     pub fn url(&self) -> &str {
         &self.url

@@ -1,86 +1,23 @@
-//! `rkube_proxy::run` against a real `rkube server` (needs `target/debug/rkube`: `cargo build -p rkube --bin
-//! rkube`) and a test-made node namespace: Services and EndpointSlices written through the API show up as
-//! working (and then changed, then removed) service addresses. Run as root.
+//! `rkube_proxy::run` against a real `rkube server` (rkube-e2e's `Cluster`; needs `target/debug/rkube`:
+//! `cargo build -p rkube --bin rkube`) and a test-made node namespace: Services and EndpointSlices written
+//! through the API show up as working (and then changed, then removed) service addresses. Run as root.
 
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use rkube_e2e::{Cluster, Datastore};
 use rkube_proxy::ProxyConfig;
 use support::objects::{service, slice};
 use support::{Net, POD_PORT};
 use tokio::time::{Instant, sleep};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-struct Server {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or(workspace.join("target"));
-        let bin = target.join("debug").join("rkube");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `cargo build -p rkube --bin rkube` first",
-            bin.display()
-        );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
-        let child = Command::new(bin)
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--disable-agent",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start rkube server");
-        Server { child, dir }
-    }
-
-    async fn client(&mut self) -> Client {
-        let start = Instant::now();
-        loop {
-            assert!(start.elapsed() < DEADLINE, "server not ready in time");
-            if let Some(status) = self.child.try_wait().expect("status") {
-                panic!("server exited with {status}");
-            }
-            if let Ok(kc) = Kubeconfig::read_from(self.dir.path().join("kubeconfig.yaml"))
-                && let Ok(config) = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-                && let Ok(client) = Client::try_from(config)
-                && Api::<Namespace>::all(client.clone()).get("default").await.is_ok()
-            {
-                return client;
-            }
-            sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Poll `check` (a connection attempt from the node namespace) until it returns true, within the deadline.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -95,8 +32,8 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 async fn services_written_through_the_api_become_working_addresses() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let net = Net::new(&["pod-a", "pod-b"]);
-    let mut server = Server::start();
-    let client = server.client().await;
+    let cluster = Cluster::start(Datastore::Embedded);
+    let client = cluster.client().await;
 
     let mut config = ProxyConfig::new("node-a", vec![net.node_ip.into()], "10.42.0.0/16", "10.43.0.0/16");
     config.tools = net.tools();

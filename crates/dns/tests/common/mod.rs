@@ -1,12 +1,10 @@
-//! Shared by the DNS integration tests: a real `rkube server` on a free loopback port, a DNS client
-//! (hickory's) against our server, a second DNS server on loopback playing the upstream, and waiting on a
-//! condition with a deadline. Needs `target/debug/rkube` (`cargo build -p rkube --bin rkube`).
+//! Shared by the DNS integration tests: a DNS client (hickory's) against our server, a second DNS server
+//! on loopback playing the upstream, and waiting on a condition with a deadline. The real `rkube server`
+//! comes from rkube-e2e's `Cluster` (needs `target/debug/rkube`: `cargo build -p rkube --bin rkube`).
 
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,88 +19,10 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::Server;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Config};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::{Instant, sleep};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
-
-fn rkube_binary() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or(workspace.join("target"));
-    let bin = target.join("debug").join("rkube");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p rkube --bin rkube` first",
-        bin.display()
-    );
-    bin
-}
-
-/// An `rkube server` (no agent) in a temporary data dir; killed and removed on drop.
-pub struct ApiServer {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl ApiServer {
-    pub fn start() -> ApiServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = Command::new(rkube_binary())
-            .args([
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--disable-agent",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start rkube server");
-        ApiServer { child, dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
-
-    /// A client from the written kubeconfig, once the API answers.
-    pub async fn client(&mut self) -> kube::Client {
-        let start = Instant::now();
-        loop {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "server not ready in time:\n{}",
-                self.log()
-            );
-            if let Some(status) = self.child.try_wait().expect("server status") {
-                panic!("server exited with {status}:\n{}", self.log());
-            }
-            if let Ok(kc) = Kubeconfig::read_from(self.dir.path().join("kubeconfig.yaml"))
-                && let Ok(config) = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await
-                && let Ok(client) = kube::Client::try_from(config)
-                && Api::<Namespace>::all(client.clone()).get("default").await.is_ok()
-            {
-                return client;
-            }
-            sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Poll `probe` until it returns `Ok`, or panic after [`DEADLINE`] with `what` and the last observation.
 pub async fn wait_for<T, O: std::fmt::Debug, Fut: Future<Output = Result<T, O>>>(
