@@ -67,7 +67,7 @@ impl KubeletClient {
         let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyKubelet(provider)))
+            .with_custom_certificate_verifier(Arc::new(crate::tls::AnyServerCert::new(provider)))
             .with_client_auth_cert(certs, key)?;
         // Upgrades (exec, attach) need HTTP/1.1.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -107,46 +107,6 @@ impl KubeletClient {
         tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
-    }
-}
-
-/// Accepts any kubelet serving certificate (kube-apiserver's default without `--kubelet-certificate-authority`)
-/// while still checking the handshake signatures.
-#[derive(Debug)]
-struct AnyKubelet(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyKubelet {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
