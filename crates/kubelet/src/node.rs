@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
     NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use parking_lot::Mutex;
@@ -23,12 +23,10 @@ use serde_json::json;
 
 use crate::host::{self, HostFacts, Pressure};
 
+pub use rkube_controllers::nodelifecycle::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE, lease_object};
+
 /// The version this kubelet reports: the Kubernetes version whose API rkube serves.
 pub const KUBELET_VERSION: &str = "v1.33.0+rkube";
-/// The namespace of node heartbeat Leases.
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-/// How long the Lease holds without renewal (`nodeLeaseDurationSeconds`).
-pub const LEASE_DURATION_SECONDS: i32 = 40;
 /// How often the Lease is renewed (a quarter of its duration, as the kubelet does).
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
 /// The status is posted at once when it changes and at least this often otherwise
@@ -226,32 +224,6 @@ fn without_heartbeats(s: &NodeStatus) -> NodeStatus {
         c.last_heartbeat_time = None;
     }
     s
-}
-
-/// The node's heartbeat Lease, owned by the Node so it goes away with it.
-pub fn lease_object(name: &str, node_uid: Option<&str>, now: &MicroTime) -> Lease {
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(LEASE_NAMESPACE.into()),
-            owner_references: node_uid.map(|uid| {
-                vec![OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Node".into(),
-                    name: name.into(),
-                    uid: uid.into(),
-                    ..Default::default()
-                }]
-            }),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(name.into()),
-            lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
-            renew_time: Some(now.clone()),
-            ..Default::default()
-        }),
-    }
 }
 
 fn now() -> Time {

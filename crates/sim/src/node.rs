@@ -4,19 +4,16 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use crate::SimOptions;
 
+pub use rkube_controllers::nodelifecycle::{LEASE_DURATION_SECONDS, LEASE_NAMESPACE, lease_object};
+
 /// The kubelet version simulated nodes report.
 pub const KUBELET_VERSION: &str = "v1.33.0-rkube-sim";
-/// The namespace of node heartbeat Leases.
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-/// How long a Lease is valid without renewal (the kubelet's default).
-pub const LEASE_DURATION_SECONDS: i32 = 40;
 /// The label that marks a node as simulated (kwok uses `type=kwok`).
 pub const SIMULATED_LABEL: &str = "node.rkube.io/simulated";
 
@@ -139,32 +136,6 @@ pub fn node_status(options: &SimOptions, index: usize, ready_since: Option<&Time
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-/// The heartbeat Lease of node `name`, owned by the Node so it goes away with it.
-pub fn lease_object(name: &str, node_uid: Option<&str>, now: &MicroTime) -> Lease {
-    Lease {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(LEASE_NAMESPACE.into()),
-            owner_references: node_uid.map(|uid| {
-                vec![OwnerReference {
-                    api_version: "v1".into(),
-                    kind: "Node".into(),
-                    name: name.into(),
-                    uid: uid.into(),
-                    ..Default::default()
-                }]
-            }),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some(name.into()),
-            lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
-            renew_time: Some(now.clone()),
-            ..Default::default()
-        }),
     }
 }
 
