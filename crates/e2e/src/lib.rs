@@ -384,20 +384,7 @@ impl Cluster {
     }
 
     fn kubectl_with_stdin(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut cmd = self.kubectl_command(args);
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("running kubectl");
-        if let Some(input) = input {
-            let mut stdin = child.stdin.take().expect("kubectl stdin");
-            stdin.write_all(input.as_bytes()).expect("writing kubectl stdin");
-        }
-        collect(child.wait_with_output().expect("waiting for kubectl"))
+        run_with_stdin(self.kubectl_command(args), input)
     }
 
     /// Starts a long-running kubectl (`get -w`, `logs -f`) whose stdout lines can be awaited.
@@ -415,6 +402,23 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("running {program}: {e}"));
         collect(out)
     }
+}
+
+/// Runs `cmd` to completion, feeding it `input` on stdin (or no stdin at all), and collects its output.
+pub(crate) fn run_with_stdin(mut cmd: Command, input: Option<&str>) -> Output {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("running kubectl");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("kubectl stdin");
+        stdin.write_all(input.as_bytes()).expect("writing kubectl stdin");
+    }
+    collect(child.wait_with_output().expect("waiting for kubectl"))
 }
 
 fn collect(out: std::process::Output) -> Output {

@@ -10,7 +10,7 @@
 //! crashed run (its pid is in the names) are swept when the next cluster starts.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 
 use crate::images::Registry;
 use crate::netns::{self, TestNet};
-use crate::{Output, Stream, collect, rkube_binary, wait_until};
+use crate::{Output, Stream, rkube_binary, wait_until};
 
 /// How long the server and the nodes get to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -358,20 +358,7 @@ impl NodeCluster {
     fn kubectl_stdin_opt(&self, args: &[&str], input: Option<&str>) -> Output {
         let mut with_timeout = vec!["--request-timeout", "60s"];
         with_timeout.extend_from_slice(args);
-        let mut cmd = self.kubectl_command(&with_timeout);
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("running kubectl");
-        if let Some(input) = input {
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(input.as_bytes()).expect("writing kubectl stdin");
-        }
-        collect(child.wait_with_output().expect("waiting for kubectl"))
+        crate::run_with_stdin(self.kubectl_command(&with_timeout), input)
     }
 
     /// A long-running kubectl (`logs -f`, `get -w`) whose lines can be awaited.
